@@ -1,0 +1,179 @@
+"""The engine's fixed set of typed events.
+
+Every SIP callback ends up as one of these frozen dataclasses. ``to_dict()`` is the
+one serialisation used by the event stream, the logs, hooks and tests alike. Events
+never carry secrets: no passwords, no Authorization headers, no SRTP keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from typing import Any, ClassVar
+
+
+class EventType(enum.StrEnum):
+    ENGINE_STARTED = "engine_started"
+    ENGINE_STOPPING = "engine_stopping"
+    REGISTRATION = "registration"
+    INCOMING_CALL = "incoming_call"
+    CALL_STATE = "call_state"
+    MEDIA_STATE = "media_state"
+    DTMF_RECEIVED = "dtmf_received"
+    MESSAGE_RECEIVED = "message_received"
+    MESSAGE_STATUS = "message_status"
+    CALL_REJECTED = "call_rejected"
+    HANDLER_FAILED = "handler_failed"
+
+
+class CallStateName(enum.StrEnum):
+    CALLING = "calling"
+    INCOMING = "incoming"
+    EARLY = "early"
+    CONNECTING = "connecting"
+    CONFIRMED = "confirmed"
+    DISCONNECTED = "disconnected"
+
+
+class RegState(enum.StrEnum):
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    UNREGISTERED = "unregistered"
+    FAILED = "failed"
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of all events; ``type`` names the kind, ``time`` is Unix time."""
+
+    type: ClassVar[EventType]
+    time: float = dataclasses.field(default_factory=_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": str(self.type)}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineStarted(Event):
+    type: ClassVar[EventType] = EventType.ENGINE_STARTED
+    sip_address: str
+    accounts: tuple[str, ...]
+    control: str
+    max_calls: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineStopping(Event):
+    type: ClassVar[EventType] = EventType.ENGINE_STOPPING
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RegistrationChanged(Event):
+    """An account's registration changed. ``retry_in`` is set after a failure."""
+
+    type: ClassVar[EventType] = EventType.REGISTRATION
+    account: int
+    uri: str
+    state: RegState
+    code: int
+    reason: str
+    expires: int = 0
+    retry_in: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IncomingCall(Event):
+    type: ClassVar[EventType] = EventType.INCOMING_CALL
+    call: int
+    sip_call_id: str
+    account: int
+    remote_uri: str
+    remote_user: str
+    display_name: str
+    to_uri: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CallState(Event):
+    """A call's INVITE-session state; ``code``/``reason`` are the last SIP status."""
+
+    type: ClassVar[EventType] = EventType.CALL_STATE
+    call: int
+    sip_call_id: str
+    account: int
+    direction: str
+    state: CallStateName
+    code: int
+    reason: str
+    remote_uri: str
+    duration: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MediaState(Event):
+    """Audio of a call became active, held or ended. ``direction`` is the SDP one."""
+
+    type: ClassVar[EventType] = EventType.MEDIA_STATE
+    call: int
+    status: str
+    direction: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DtmfReceived(Event):
+    type: ClassVar[EventType] = EventType.DTMF_RECEIVED
+    call: int
+    digit: str
+    method: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MessageReceived(Event):
+    type: ClassVar[EventType] = EventType.MESSAGE_RECEIVED
+    account: int
+    from_uri: str
+    to_uri: str
+    content_type: str
+    body: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MessageStatus(Event):
+    type: ClassVar[EventType] = EventType.MESSAGE_STATUS
+    account: int
+    to_uri: str
+    code: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CallRejected(Event):
+    """An inbound INVITE was refused before it became a call (e.g. over capacity)."""
+
+    type: ClassVar[EventType] = EventType.CALL_REJECTED
+    remote_uri: str
+    sip_call_id: str
+    code: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HandlerFailed(Event):
+    type: ClassVar[EventType] = EventType.HANDLER_FAILED
+    handler: str
+    failed_event: str
+    error: str
