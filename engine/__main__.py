@@ -1,0 +1,5 @@
+import sys
+
+from .cli.admin import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""Accounts: MicroSIP ``[AccountN]`` settings → ``pj.AccountConfig``, registration, inbound."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+import structlog
+
+from ..events import IncomingCall, MessageReceived, MessageStatus, RegistrationChanged, RegState
+from ..sipuri import header_value, split_name_addr, user_part
+from ..state import AccountSnapshot
+from .guard import callback
+
+if TYPE_CHECKING:
+    from ..config import AccountConfig
+    from .stack import PjStack
+
+log = structlog.get_logger("engine.account")
+
+#: Registration retry after a failure: first delay, factor, cap (seconds).
+RETRY_FIRST, RETRY_FACTOR, RETRY_MAX = 5.0, 2.0, 300.0
+
+_SRTP = {
+    "": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+}
+
+
+@dataclasses.dataclass
+class RegStatus:
+    state: RegState = RegState.UNREGISTERED
+    code: int = 0
+    reason: str = ""
+    expires: int = 0
+    failures: int = 0
+
+
+def _with_scheme(host: str, transport: str) -> str:
+    uri = host if host.lower().startswith(("sip:", "sips:")) else f"sip:{host}"
+    if transport in ("tcp", "tls") and "transport=" not in uri.lower():
+        uri += f";transport={transport}"
+    return uri
+
+
+def id_uri(acc: AccountConfig, local_host: str) -> str:
+    """The From identity: ``"Display" <sip:user@domain>`` (local account: our address)."""
+    domain = acc.domain or local_host
+    uri = f"sip:{acc.username}@{domain}" if acc.username else f"sip:{domain}"
+    if acc.display_name:
+        name = acc.display_name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{uri}>'
+    return uri
+
+
+def build_config(
+    acc: AccountConfig, transport_id: int, local_host: str, password: str | None
+) -> pj.AccountConfig:
+    """Map every MicroSIP account key onto pjsua2's account configuration."""
+    cfg = pj.AccountConfig()
+    cfg.idUri = id_uri(acc, local_host)
+    cfg.sipConfig.transportId = transport_id
+    if acc.server:
+        cfg.regConfig.registrarUri = _with_scheme(acc.server, acc.transport)
+        cfg.regConfig.timeoutSec = max(10, acc.register_refresh)
+        cfg.regConfig.retryIntervalSec = 0  # we retry ourselves, with backoff
+        cfg.regConfig.registerOnAdd = True
+        cfg.regConfig.unregWaitMsec = 1000
+        cfg.regConfig.dropCallsOnFail = False
+    proxies = pj.StringVector()
+    for proxy in acc.proxy:
+        uri = _with_scheme(proxy, acc.transport)
+        proxies.append(uri if ";lr" in uri else uri + ";lr")
+    cfg.sipConfig.proxies = proxies
+    if acc.username or password:
+        creds = pj.AuthCredInfoVector()
+        creds.append(pj.AuthCredInfo("digest", "*", acc.auth_id or acc.username, 0, password or ""))
+        cfg.sipConfig.authCreds = creds
+    nat = cfg.natConfig
+    nat.udpKaIntervalSec = max(0, acc.keep_alive)
+    nat.iceEnabled = bool(acc.ice)
+    nat.contactRewriteUse = 1 if acc.allow_rewrite else 0
+    nat.viaRewriteUse = 1 if acc.allow_rewrite else 0
+    nat.sdpNatRewriteUse = 1 if acc.allow_rewrite else 0
+    nat.sipOutboundUse = 0
+    cfg.mediaConfig.srtpUse = _SRTP.get(acc.srtp, pj.PJMEDIA_SRTP_DISABLED)
+    cfg.mediaConfig.srtpSecureSignaling = 0  # SDES over UDP/TCP, as MicroSIP
+    if acc.disable_session_timer:
+        cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
+    cfg.presConfig.publishEnabled = bool(acc.publish)
+    cfg.mwiConfig.enabled = bool(acc.voicemail_number)
+    return cfg
+
+
+class PjAccount(pj.Account):  # type: ignore[misc]
+    """A pjsua2 account that reports registration, inbound calls and messages."""
+
+    def __init__(self, stack: PjStack, index: int, acc: AccountConfig, transport: str) -> None:
+        super().__init__()
+        self.stack = stack
+        self.index = index
+        self.config = acc
+        self.transport = transport
+        self.uri = ""
+        self.registrar = _with_scheme(acc.server, acc.transport) if acc.server else ""
+        self.reg = RegStatus()
+        self.unregistering = False
+
+    def snapshot(self) -> AccountSnapshot:
+        return AccountSnapshot(
+            account=self.index,
+            uri=self.uri,
+            registrar=self.registrar,
+            state=str(self.reg.state),
+            code=self.reg.code,
+            reason=self.reg.reason,
+            expires=self.reg.expires,
+            transport=self.transport,
+        )
+
+    @callback
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        code, expires = int(prm.code), int(prm.expiration)
+        reason = str(prm.reason)
+        retry_in: float | None = None
+        if 200 <= code < 300 and expires > 0:
+            state, self.reg.failures = RegState.REGISTERED, 0
+        elif 200 <= code < 300 or self.unregistering:
+            state = RegState.UNREGISTERED
+        else:
+            state = RegState.FAILED
+            self.reg.failures += 1
+            retry_in = min(RETRY_MAX, RETRY_FIRST * RETRY_FACTOR ** (self.reg.failures - 1))
+            self.stack.schedule(retry_in, self.retry_registration)
+            if code == 0 or not reason:
+                reason = reason or "no response"
+        self.reg = dataclasses.replace(
+            self.reg, state=state, code=code, reason=reason, expires=expires
+        )
+        self.stack.emit(
+            RegistrationChanged(
+                account=self.index,
+                uri=self.uri,
+                state=state,
+                code=code,
+                reason=reason,
+                expires=expires,
+                retry_in=retry_in,
+            )
+        )
+
+    def retry_registration(self) -> None:
+        if self.unregistering or self.reg.state is RegState.REGISTERED or not self.isValid():
+            return
+        log.info("registration_retry", account=self.index, attempt=self.reg.failures + 1)
+        self.stack.emit(
+            RegistrationChanged(
+                account=self.index,
+                uri=self.uri,
+                state=RegState.REGISTERING,
+                code=0,
+                reason="retrying",
+            )
+        )
+        self.setRegistration(True)
+
+    @callback
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        call = self.stack.adopt_incoming(self, int(prm.callId))
+        whole = str(prm.rdata.wholeMsg)
+        ci = call.getInfo()
+        call.refresh_identity(ci)
+        pai = header_value(whole, "P-Asserted-Identity")
+        if pai:
+            call.remote_user = user_part(pai) or call.remote_user
+        self.stack.emit(
+            IncomingCall(
+                call=call.number,
+                sip_call_id=call.sip_call_id,
+                account=self.index,
+                remote_uri=call.remote_uri,
+                remote_user=call.remote_user,
+                display_name=call.display_name,
+                to_uri=split_name_addr(str(ci.localUri))[1],
+            )
+        )
+        self.stack.decide_incoming(call, whole)
+
+    @callback
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
+        self.stack.emit(
+            MessageReceived(
+                account=self.index,
+                from_uri=split_name_addr(str(prm.fromUri))[1],
+                to_uri=split_name_addr(str(prm.toUri))[1],
+                content_type=str(prm.contentType),
+                body=str(prm.msgBody),
+            )
+        )
+
+    @callback
+    def onInstantMessageStatus(self, prm: pj.OnInstantMessageStatusParam) -> None:
+        self.stack.emit(
+            MessageStatus(
+                account=self.index,
+                to_uri=split_name_addr(str(prm.toUri))[1],
+                code=int(prm.code),
+                reason=str(prm.reason),
+            )
+        )

@@ -1,0 +1,227 @@
+"""One SIP call: the ``pj.Call`` subclass and the media it owns.
+
+Callbacks run on the pjsua2 thread and only turn ``prm`` into engine events;
+everything that touches pjsua2 objects afterwards also runs on that thread.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+import structlog
+
+from ..events import CallState, CallStateName, DtmfReceived, MediaState, MessageReceived
+from ..sipuri import split_name_addr, user_part
+from ..state import CallSnapshot
+from .guard import callback
+
+if TYPE_CHECKING:
+    from .stack import PjStack
+
+log = structlog.get_logger("engine.call")
+
+_STATES = {
+    pj.PJSIP_INV_STATE_NULL: CallStateName.CALLING,
+    pj.PJSIP_INV_STATE_CALLING: CallStateName.CALLING,
+    pj.PJSIP_INV_STATE_INCOMING: CallStateName.INCOMING,
+    pj.PJSIP_INV_STATE_EARLY: CallStateName.EARLY,
+    pj.PJSIP_INV_STATE_CONNECTING: CallStateName.CONNECTING,
+    pj.PJSIP_INV_STATE_CONFIRMED: CallStateName.CONFIRMED,
+    pj.PJSIP_INV_STATE_DISCONNECTED: CallStateName.DISCONNECTED,
+}
+_MEDIA_STATUS = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
+_DIRS = {
+    pj.PJMEDIA_DIR_NONE: "inactive",
+    pj.PJMEDIA_DIR_ENCODING: "sendonly",
+    pj.PJMEDIA_DIR_DECODING: "recvonly",
+    pj.PJMEDIA_DIR_ENCODING_DECODING: "sendrecv",
+}
+_DTMF_METHODS = {0: "rfc2833", 1: "info"}
+
+
+class PjCall(pj.Call):  # type: ignore[misc]
+    """A call and the players/recorders attached to it. Owned by :class:`PjStack`."""
+
+    def __init__(
+        self, stack: PjStack, account: int, pj_account: pj.Account, call_id: int, direction: str
+    ) -> None:
+        if call_id >= 0:
+            super().__init__(pj_account, call_id)
+        else:
+            super().__init__(pj_account)
+        self.stack = stack
+        self.number = stack.next_call_number()
+        self.account = account
+        self.direction = direction
+        self.sip_call_id = ""
+        self.remote_uri = ""
+        self.remote_user = ""
+        self.display_name = ""
+        self.state = CallStateName.INCOMING if direction == "in" else CallStateName.CALLING
+        self.code = 0
+        self.reason = ""
+        self.media_status = "none"
+        self.start_time = time.time()
+        self.answer_time: float | None = None
+        self.player: pj.AudioMediaPlayer | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recording_path: str | None = None
+        self.started = direction == "in"
+
+    # -- state --------------------------------------------------------------
+
+    def refresh_identity(self, ci: pj.CallInfo) -> None:
+        self.sip_call_id = str(ci.callIdString)
+        if not self.remote_uri:
+            name, uri = split_name_addr(str(ci.remoteUri))
+            self.remote_uri, self.display_name = uri, name
+            self.remote_user = user_part(uri)
+
+    def snapshot(self) -> CallSnapshot:
+        return CallSnapshot(
+            call=self.number,
+            sip_call_id=self.sip_call_id,
+            account=self.account,
+            direction=self.direction,
+            state=str(self.state),
+            remote_uri=self.remote_uri,
+            remote_user=self.remote_user,
+            display_name=self.display_name,
+            start_time=self.start_time,
+            answer_time=self.answer_time,
+            code=self.code,
+            reason=self.reason,
+            media=self.media_status,
+            recording=self.recording_path,
+        )
+
+    def state_event(self) -> CallState:
+        duration = time.time() - self.answer_time if self.answer_time else 0.0
+        return CallState(
+            call=self.number,
+            sip_call_id=self.sip_call_id,
+            account=self.account,
+            direction=self.direction,
+            state=self.state,
+            code=self.code,
+            reason=self.reason,
+            remote_uri=self.remote_uri,
+            duration=round(duration, 3),
+        )
+
+    @callback
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        ci = self.getInfo()
+        self.refresh_identity(ci)
+        self.state = _STATES.get(ci.state, CallStateName.CALLING)
+        self.code = int(ci.lastStatusCode)
+        self.reason = str(ci.lastReason)
+        if self.state is CallStateName.CONFIRMED and self.answer_time is None:
+            self.answer_time = time.time()
+        self.stack.emit(self.state_event())
+        if self.state is CallStateName.DISCONNECTED:
+            self.stack.call_ended(self)
+
+    @callback
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        ci = self.getInfo()  # bind first: iterating a temporary reads freed memory
+        media = ci.media
+        for index in range(len(media)):
+            mi = media[index]
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            status = _MEDIA_STATUS.get(mi.status, "none")
+            self.media_status = status
+            if status in ("active", "remote_hold"):
+                self.connect_audio(index)
+            self.stack.emit(
+                MediaState(call=self.number, status=status, direction=_DIRS.get(mi.dir, "inactive"))
+            )
+
+    @callback
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        method = _DTMF_METHODS.get(int(prm.method), str(prm.method))
+        self.stack.emit(DtmfReceived(call=self.number, digit=str(prm.digit), method=method))
+
+    @callback
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
+        self.stack.emit(
+            MessageReceived(
+                account=self.account,
+                from_uri=split_name_addr(str(prm.fromUri))[1],
+                to_uri=split_name_addr(str(prm.toUri))[1],
+                content_type=str(prm.contentType),
+                body=str(prm.msgBody),
+            )
+        )
+
+    # -- media ----------------------------------------------------------------
+
+    def audio_media(self) -> pj.AudioMedia | None:
+        """The active audio stream, or None (never call getAudioMedia blindly)."""
+        if not self.started or self.media_status not in ("active", "remote_hold", "local_hold"):
+            return None
+        ci = self.getInfo()
+        media = ci.media
+        for index in range(len(media)):
+            if media[index].type == pj.PJMEDIA_TYPE_AUDIO and media[index].status in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE,
+                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+                pj.PJSUA_CALL_MEDIA_LOCAL_HOLD,
+            ):
+                return self.getAudioMedia(index)
+        return None
+
+    def connect_audio(self, index: int) -> None:
+        """(Re)connect the bridge: a media update may bring a new conference slot."""
+        am = self.getAudioMedia(index)
+        adm = self.stack.endpoint.audDevManager()
+        adm.getCaptureDevMedia().startTransmit(am)
+        am.startTransmit(adm.getPlaybackDevMedia())
+        if self.player is not None:
+            self.player.startTransmit(am)
+        if self.recorder is not None:
+            am.startTransmit(self.recorder)
+            if self.player is not None:
+                self.player.startTransmit(self.recorder)
+
+    def play(self, path: str, loop: bool) -> None:
+        self.stop_playing()
+        player = pj.AudioMediaPlayer()
+        player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
+        self.player = player
+        am = self.audio_media()
+        if am is not None:
+            player.startTransmit(am)
+            if self.recorder is not None:
+                player.startTransmit(self.recorder)
+
+    def stop_playing(self) -> None:
+        self.player = None  # the C++ destructor disconnects it, on this thread
+
+    def record(self, path: str) -> None:
+        self.stop_recording()
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(path)
+        self.recorder = recorder
+        self.recording_path = path
+        am = self.audio_media()
+        if am is not None:
+            am.startTransmit(recorder)
+            if self.player is not None:
+                self.player.startTransmit(recorder)
+
+    def stop_recording(self) -> None:
+        self.recorder = None  # destroying the recorder finalises the WAV header
+
+    def release_media(self) -> None:
+        self.stop_playing()
+        self.stop_recording()

@@ -1,0 +1,56 @@
+"""Error translation and callback guarding at the pjsua2 boundary."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pjsua2 as pj
+import structlog
+
+from ..errors import SipError
+
+log = structlog.get_logger("engine.pjsua2")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PJ_ETOOMANY = 70010
+
+
+def translate(operation: str, exc: pj.Error) -> SipError:
+    """``pj.Error`` has an empty ``str()``: carry its status and reason instead."""
+    reason = (getattr(exc, "reason", "") or "").strip() or "unknown error"
+    status = int(getattr(exc, "status", 0) or 0)
+    # Drop the traceback: its frames may hold pjsua2 objects, which must not
+    # outlive libDestroy (the wheel aborts at exit if they do).
+    return SipError(operation, status, reason).with_traceback(None)
+
+
+def callback(func: F) -> F:
+    """Wrap a pjsua2 callback so no exception escapes into SWIG.
+
+    An escaping exception is printed by SWIG and left in ``sys.last_traceback``,
+    which pins the callback's objects past ``libDestroy`` and aborts at exit.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - nothing may reach SWIG
+            log.error("callback_failed", callback=func.__qualname__, error=repr(exc))
+            clear_last_exception()
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def clear_last_exception() -> None:
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            try:
+                delattr(sys, name)
+            except AttributeError:
+                pass

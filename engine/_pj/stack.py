@@ -1,0 +1,624 @@
+"""The pjsua2 endpoint on its own thread: lifecycle, commands in, events out.
+
+Design (see ../shared/notes/pjsua2-wheel.md): pjsua2 runs in poll mode on one
+thread that we create; every pjsua2 object is created, used and dropped there.
+Other threads call :meth:`PjStack.run`, which queues a function and wakes the
+loop by sending a CRLF keep-alive (which PJSIP silently ignores) to our own UDP
+transport, so an idle engine can poll slowly without making commands wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import heapq
+import itertools
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pjsua2 as pj
+import structlog
+
+from ..errors import (
+    CapacityError,
+    EngineError,
+    EngineStoppedError,
+    InvalidTargetError,
+    NotFoundError,
+)
+from ..events import CallRejected, CallStateName, Event
+from ..sipuri import header_value, split_name_addr
+from ..state import AccountSnapshot, CallSnapshot, Limits
+from .account import PjAccount, build_config
+from .call import PjCall
+from .guard import PJ_ETOOMANY, callback, clear_last_exception, translate
+from .logwriter import StructlogWriter, log_config
+from .probe import probe_max_calls
+
+if TYPE_CHECKING:
+    from ..config import AccountConfig
+
+log = structlog.get_logger("engine.stack")
+
+T = TypeVar("T")
+
+#: The wheel aborts on the 9th account; PJSUA_MAX_ACC is 8 in every build we know,
+#: and pjsua2 exposes no way to read it, so refuse before pjsua2 does.
+MAX_ACCOUNTS = 8
+#: ``utilVerifySipUri`` and friends abort on long strings; nothing longer gets near.
+MAX_URI = 512
+IDLE_POLL_MS = 250
+BUSY_POLL_MS = 20
+EADDRINUSE = 120098
+
+
+@dataclasses.dataclass(frozen=True)
+class StackSettings:
+    """What the endpoint needs, already validated (built from microsip.ini)."""
+
+    sip_port: int = 5060
+    port_fallback: bool = True
+    bind_address: str = ""
+    public_address: str = ""
+    transports: tuple[str, ...] = ("udp", "tcp")
+    rtp_port_min: int = 0
+    rtp_port_max: int = 0
+    user_agent: str = "microsip-engine"
+    nameservers: tuple[str, ...] = ()
+    stun_servers: tuple[str, ...] = ()
+    codecs: tuple[str, ...] = ("PCMU/8000/1", "PCMA/8000/1")
+    max_calls: int = 0
+    pjsip_log_level: int = 3
+    tls_ca_file: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportInfo:
+    kind: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class IncomingDecision:
+    """What to do with a new inbound call: ring (180), answer, reject or redirect."""
+
+    action: str = "ring"
+    code: int = 180
+    reason: str = ""
+    delay: float = 0.0
+    contact: str = ""
+
+
+IncomingPolicy = Callable[[CallSnapshot, str], IncomingDecision]
+
+
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, stack: PjStack) -> None:
+        super().__init__()
+        self.stack = stack
+
+    @callback
+    def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:
+        self.stack.emit(
+            CallRejected(
+                remote_uri=split_name_addr(str(prm.remoteInfo))[1],
+                sip_call_id=header_value(str(prm.rdata.wholeMsg), "Call-ID", "i") or "",
+                code=int(prm.statusCode),
+                reason=str(prm.reason),
+            )
+        )
+
+
+def _ring(_call: CallSnapshot, _msg: str) -> IncomingDecision:
+    return IncomingDecision()
+
+
+class PjStack:
+    """Owns the endpoint, transports, accounts and calls on one thread."""
+
+    def __init__(self, settings: StackSettings, emit: Callable[[Event], None]) -> None:
+        self.settings = settings
+        self._emit = emit
+        self.incoming_policy: IncomingPolicy = _ring
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._call_numbers = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._wake_addr: tuple[str, int] | None = None
+        # Owned by the pjsua2 thread only:
+        self.endpoint: _Endpoint | None = None
+        self._writer: StructlogWriter | None = None
+        self.transports: dict[str, tuple[int, TransportInfo]] = {}
+        self.accounts: dict[int, PjAccount] = {}
+        self.calls: dict[int, PjCall] = {}
+        self._graveyard: list[Any] = []
+        self.limits: Limits | None = None
+
+    # -- thread plumbing ------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Limits:
+        self._thread = threading.Thread(target=self._main, name="pjsua2", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EngineError("pjsua2 did not start in time", code="start_failed")
+        if self._start_error is not None:
+            raise self._start_error
+        assert self.limits is not None
+        return self.limits
+
+    def run(self, func: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
+        """Run ``func(*args)`` on the pjsua2 thread and return its result."""
+        if threading.current_thread() is self._thread:
+            return func(*args)
+        if self._stop.is_set() or not self._ready.is_set():
+            raise EngineStoppedError("the engine is not running")
+        fut: Future[T] = Future()
+        self._commands.put((lambda: func(*args), fut))
+        self._wake()
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            raise EngineError("the SIP thread did not answer in time", code="timeout") from None
+
+    def _wake(self) -> None:
+        if self._wake_addr is not None:
+            with contextlib.suppress(OSError):
+                self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
+
+    def schedule(self, delay: float, func: Callable[[], None]) -> None:
+        """Run ``func`` on the pjsua2 thread after ``delay`` seconds (pjsua2 thread only)."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), func))
+
+    def emit(self, event: Event) -> None:
+        self._emit(event)
+
+    def next_call_number(self) -> int:
+        return next(self._call_numbers)
+
+    def _main(self) -> None:
+        try:
+            self._create()
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._start_error = (
+                translate("start", exc) if isinstance(exc, pj.Error) else exc
+            ).with_traceback(None)
+            self._destroy()
+            self._ready.set()
+            self._stopped.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            self._stopped.set()
+
+    def _loop(self) -> None:
+        assert self.endpoint is not None
+        while not self._stop.is_set():
+            poll = BUSY_POLL_MS if self.calls else IDLE_POLL_MS
+            if self._wake_addr is None:
+                poll = BUSY_POLL_MS
+            if self._timers:
+                until = (self._timers[0][0] - time.monotonic()) * 1000
+                poll = max(0, min(poll, int(until) + 1))
+            self.endpoint.libHandleEvents(poll)
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                func, fut = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(func())
+            except pj.Error as exc:
+                fut.set_exception(translate("command", exc))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc.with_traceback(None))
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, func = heapq.heappop(self._timers)
+            try:
+                func()
+            except pj.Error as exc:
+                log.error("timer_failed", error=translate("timer", exc).message)
+            except Exception as exc:
+                log.error("timer_failed", error=repr(exc))
+        self._graveyard.clear()  # drop ended calls here, never inside their callbacks
+
+    # -- start-up ---------------------------------------------------------------
+
+    def _create(self) -> None:
+        s = self.settings
+        with _quiet_stdout():
+            ep = _Endpoint(self)
+            self.endpoint = ep
+            ep.libCreate()
+            cfg = pj.EpConfig()
+            cfg.uaConfig.threadCnt = 0
+            cfg.uaConfig.mainThreadOnly = True
+            cfg.uaConfig.maxCalls = s.max_calls or 64
+            cfg.uaConfig.userAgent = s.user_agent
+            for ns in s.nameservers:
+                cfg.uaConfig.nameserver.append(ns)
+            for stun in s.stun_servers:
+                cfg.uaConfig.stunServer.append(stun)
+            cfg.uaConfig.stunIgnoreFailure = True
+            cfg.medConfig.sndAutoCloseTime = -1  # else the null clock stops ~1 s in
+            cfg.medConfig.noVad = True
+            self._writer = StructlogWriter()
+            log_config(cfg.logConfig, s.pjsip_log_level, self._writer)
+            ep.libInit(cfg)
+        ep.audDevManager().setNullDev()
+        self._create_transports()
+        ep.libStart()
+        self._set_codecs()
+        assert self._writer is not None
+        self._writer.muted = True  # the probe ends on an expected PJ_ETOOMANY
+        try:
+            max_calls = probe_max_calls(ep, self.transports["udp"][0], cfg.uaConfig.maxCalls)
+        finally:
+            self._writer.muted = False
+        if s.max_calls:
+            max_calls = min(max_calls, s.max_calls)
+        codecs = tuple(str(c.codecId) for c in ep.codecEnum2() if c.priority > 0)
+        self.limits = Limits(
+            max_calls=max_calls,
+            max_accounts=MAX_ACCOUNTS,
+            pjsip_version=str(ep.libVersion().full),
+            tls="tls" in self.transports,
+            codecs=codecs,
+        )
+
+    def _create_transports(self) -> None:
+        """UDP first (it is also the wake-up channel), then TCP on the same port."""
+        s = self.settings
+        kinds = ("udp", *[k for k in s.transports if k != "udp"])
+        ports = [s.sip_port] + ([0] * 5 if s.port_fallback else [])
+        last: EngineError | None = None
+        for port in ports:
+            try:
+                self._bind_all(kinds, port)
+                return
+            except pj.Error as exc:
+                last = translate(f"binding SIP port {port or 'auto'}", exc)
+                self._close_transports()
+                if exc.status != EADDRINUSE and port != 0:
+                    break
+        assert last is not None
+        raise last
+
+    def _bind_all(self, kinds: tuple[str, ...], port: int) -> None:
+        assert self.endpoint is not None
+        types = {
+            "udp": pj.PJSIP_TRANSPORT_UDP,
+            "tcp": pj.PJSIP_TRANSPORT_TCP,
+            "tls": pj.PJSIP_TRANSPORT_TLS,
+        }
+        for kind in kinds:
+            tc = pj.TransportConfig()
+            tc.port = 0 if kind == "tls" else port
+            tc.boundAddress = self.settings.bind_address
+            tc.publicAddress = self.settings.public_address
+            if kind == "tls":
+                tc.tlsConfig.verifyServer = True
+                tc.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+                if self.settings.tls_ca_file:
+                    tc.tlsConfig.CaListFile = self.settings.tls_ca_file
+            tid = self.endpoint.transportCreate(types[kind], tc)
+            info = self.endpoint.transportGetInfo(tid)
+            host, _, bound = str(info.localName).rpartition(":")
+            self.transports[kind] = (tid, TransportInfo(kind, host, int(bound)))
+            if kind == "udp":
+                port = int(bound)
+                wake_host = self.settings.bind_address or "127.0.0.1"
+                if wake_host in ("0.0.0.0", "127.0.0.1", "localhost"):
+                    self._wake_addr = ("127.0.0.1", port)
+
+    def _close_transports(self) -> None:
+        assert self.endpoint is not None
+        for tid, _ in self.transports.values():
+            with contextlib.suppress(pj.Error):
+                self.endpoint.transportClose(tid)
+        self.transports.clear()
+        self._wake_addr = None
+
+    def _set_codecs(self) -> None:
+        """Only the listed codecs, in order (speex would win by default and garble)."""
+        assert self.endpoint is not None
+        wanted = [c.lower() for c in self.settings.codecs]
+        for info in self.endpoint.codecEnum2():
+            cid = str(info.codecId)
+            prio = 0
+            for rank, name in enumerate(wanted):
+                if cid.lower() == name or cid.lower().startswith(name + "/"):
+                    prio = max(1, 255 - rank)
+            self.endpoint.codecSetPriority(cid, prio)
+
+    # -- accounts -----------------------------------------------------------------
+
+    def transport_for(self, kind: str) -> tuple[int, str]:
+        """pjsua transport id and a label for an account's ``transport`` key."""
+        if kind in ("udp", "tcp", "tls"):
+            if kind not in self.transports:
+                raise EngineError(f"no {kind.upper()} transport is configured", code="transport")
+            return self.transports[kind][0], kind
+        return -1, "udp+tcp"
+
+    def add_account(self, index: int, acc: AccountConfig, password: str | None) -> AccountSnapshot:
+        if index in self.accounts:
+            self.remove_account(index)
+        if len(self.accounts) >= MAX_ACCOUNTS:
+            raise CapacityError(f"this pjsua2 build allows at most {MAX_ACCOUNTS} accounts")
+        tid, label = self.transport_for(acc.transport)
+        udp = self.transports["udp"][1]
+        local_host = udp.host if index == 0 else ""
+        if index == 0 and not acc.domain:
+            local_host = f"{udp.host}:{udp.port}"
+        cfg = build_config(acc, tid, local_host, password)
+        self._media_transport(cfg)
+        pj_acc = PjAccount(self, index, acc, label)
+        pj_acc.uri = split_name_addr(str(cfg.idUri))[1]
+        pj_acc.create(cfg, index == 0 and not acc.server)
+        self.accounts[index] = pj_acc
+        return pj_acc.snapshot()
+
+    def _media_transport(self, cfg: pj.AccountConfig) -> None:
+        s, tc = self.settings, cfg.mediaConfig.transportConfig
+        if s.rtp_port_min:
+            tc.port = s.rtp_port_min
+            if s.rtp_port_max > s.rtp_port_min:
+                tc.portRange = s.rtp_port_max - s.rtp_port_min
+        if s.bind_address and s.bind_address != "0.0.0.0":
+            tc.boundAddress = s.bind_address
+        if s.public_address:
+            tc.publicAddress = s.public_address
+
+    def remove_account(self, index: int) -> None:
+        pj_acc = self.accounts.pop(index, None)
+        if pj_acc is None:
+            raise NotFoundError(f"no account {index}")
+        pj_acc.unregistering = True
+        pj_acc.shutdown()  # sends the un-REGISTER
+        self._graveyard.append(pj_acc)
+
+    def account(self, index: int) -> PjAccount:
+        try:
+            return self.accounts[index]
+        except KeyError:
+            raise NotFoundError(f"no account {index}") from None
+
+    # -- calls ------------------------------------------------------------------
+
+    def call(self, number: int) -> PjCall:
+        call = self.calls.get(number)
+        if call is None:
+            raise NotFoundError(f"no call {number}")
+        return call
+
+    def make_call(self, account: int, uri: str, headers: dict[str, str]) -> CallSnapshot:
+        assert self.endpoint is not None and self.limits is not None
+        if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:", "tel:")):
+            raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
+        active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
+        if len(active) >= self.limits.max_calls:
+            raise CapacityError(
+                f"too many calls: this pjsua2 build allows {self.limits.max_calls} at once"
+            )
+        pj_acc = self.account(account)
+        prm = pj.CallOpParam(True)
+        for name, value in headers.items():
+            hdr = pj.SipHeader()
+            hdr.hName, hdr.hValue = name, value
+            prm.txOption.headers.append(hdr)
+        for attempt in range(3):
+            call = PjCall(self, account, pj_acc, -1, "out")
+            try:
+                call.makeCall(uri, prm)
+            except pj.Error as exc:
+                # makeCall failed, so the call never started: drop it unused.
+                if exc.status == PJ_ETOOMANY and attempt < 2:
+                    self.endpoint.libHandleEvents(10)  # a just-ended slot frees in a few ms
+                    continue
+                raise translate("dial", exc) from None
+            call.started = True
+            call.refresh_identity(call.getInfo())
+            self.calls[call.number] = call
+            return call.snapshot()
+        raise CapacityError("no free call slot")
+
+    def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
+        call = PjCall(self, pj_acc.index, pj_acc, call_id, "in")
+        self.calls[call.number] = call
+        return call
+
+    def decide_incoming(self, call: PjCall, message: str) -> None:
+        assert self.limits is not None
+        active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
+        if len(active) > self.limits.max_calls:
+            decision = IncomingDecision("reject", 486, "Busy Here")
+        else:
+            try:
+                decision = self.incoming_policy(call.snapshot(), message)
+            except Exception as exc:
+                log.error("incoming_policy_failed", error=repr(exc))
+                decision = IncomingDecision()
+        self.apply_decision(call, decision)
+
+    def apply_decision(self, call: PjCall, decision: IncomingDecision) -> None:
+        if decision.delay > 0:
+            now = dataclasses.replace(decision, delay=0)
+            self.answer(call.number, 180)
+            self.schedule(decision.delay, lambda: self._apply_later(call.number, now))
+            return
+        if decision.action in ("ring", "answer"):
+            self.answer(call.number, 180 if decision.action == "ring" else 200)
+        else:
+            self.hangup(call.number, decision.code, decision.reason, decision.contact)
+
+    def _apply_later(self, number: int, decision: IncomingDecision) -> None:
+        call = self.calls.get(number)
+        if call is not None and call.state in (CallStateName.INCOMING, CallStateName.EARLY):
+            self.apply_decision(call, decision)
+
+    def answer(self, number: int, code: int = 200) -> CallSnapshot:
+        call = self.call(number)
+        if call.direction != "in" or call.state not in (
+            CallStateName.INCOMING,
+            CallStateName.EARLY,
+        ):
+            raise EngineError(f"call {number} is not ringing", code="invalid_state")
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        call.answer(prm)
+        return call.snapshot()
+
+    def hangup(self, number: int, code: int = 0, reason: str = "", contact: str = "") -> None:
+        call = self.call(number)
+        if call.state is CallStateName.DISCONNECTED:
+            return
+        prm = pj.CallOpParam()
+        if code:
+            prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        if contact:
+            hdr = pj.SipHeader()
+            hdr.hName, hdr.hValue = "Contact", f"<{contact}>"
+            prm.txOption.headers.append(hdr)
+        call.hangup(prm)
+
+    def call_ended(self, call: PjCall) -> None:
+        call.release_media()
+        self.calls.pop(call.number, None)
+        self._graveyard.append(call)
+
+    def play(self, number: int, path: str, loop: bool) -> None:
+        _check_file(path)
+        self.call(number).play(path, loop)
+
+    def record(self, number: int, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.call(number).record(path)
+
+    def stop_recording(self, number: int) -> None:
+        self.call(number).stop_recording()
+
+    def call_list(self) -> list[CallSnapshot]:
+        return [c.snapshot() for c in self.calls.values()]
+
+    def account_list(self) -> list[AccountSnapshot]:
+        return [a.snapshot() for a in self.accounts.values()]
+
+    def transport_list(self) -> list[TransportInfo]:
+        return [info for _, info in self.transports.values()]
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def stop(self, timeout: float = 2.5) -> None:
+        """Hang up, un-REGISTER, destroy. Safe to call twice and from any thread."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout + 1.0)
+        self._wake_sock.close()
+
+    def _shutdown(self, budget: float = 1.5) -> None:
+        assert self.endpoint is not None
+        for call in list(self.calls.values()):
+            with contextlib.suppress(pj.Error, EngineError):
+                self.hangup(call.number)
+        for acc in self.accounts.values():
+            if acc.reg.state.value == "registered":
+                acc.unregistering = True
+                with contextlib.suppress(pj.Error):
+                    acc.setRegistration(False)
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline and (self.calls or self._unregistering()):
+            self.endpoint.libHandleEvents(10)
+            self._graveyard.clear()
+        for number, fut in self._pending_commands():
+            fut.set_exception(EngineStoppedError(f"engine stopped before command {number} ran"))
+        self._destroy()
+
+    def _unregistering(self) -> bool:
+        return any(
+            a.unregistering and a.reg.state.value == "registered" for a in self.accounts.values()
+        )
+
+    def _pending_commands(self) -> Iterator[tuple[int, Future[Any]]]:
+        n = 0
+        while True:
+            try:
+                _, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            n += 1
+            if fut.set_running_or_notify_cancel():
+                yield n, fut
+
+    def _destroy(self) -> None:
+        """Drop every pjsua2 object, then the library (aborts if one survives)."""
+        for call in self.calls.values():
+            call.release_media()
+        self.calls.clear()
+        for acc in self.accounts.values():
+            with contextlib.suppress(pj.Error):
+                acc.shutdown()
+        self.accounts.clear()
+        self._graveyard.clear()
+        self._timers.clear()
+        clear_last_exception()
+        gc.collect()
+        if self.endpoint is not None:
+            with contextlib.suppress(pj.Error):
+                self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
+            self.endpoint = None
+        self._writer = None
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise NotFoundError(f"no such WAV file: {path}")
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """PJSIP prints to stdout until a LogWriter is installed by libInit."""
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

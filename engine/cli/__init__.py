@@ -1,0 +1,1 @@
+"""Command-line entry points: ``microsip`` (MicroSIP.exe drop-in) and ``microsip-engine``."""
