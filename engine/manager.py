@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -23,6 +23,8 @@ from .state import AccountSnapshot, CallSnapshot, Limits
 log = structlog.get_logger("engine.manager")
 
 ENGINE_VERSION = "0.1.0"
+
+T = TypeVar("T")
 
 
 class CallManager:
@@ -151,7 +153,7 @@ class CallManager:
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
         target = target.strip()
-        if not target or any(c in target for c in "\r\n\0<> \t\""):
+        if not target or any(c in target for c in '\r\n\0<> \t"'):
             raise InvalidTargetError(f"invalid dial target {target!r}")
         if target.lower().startswith(("sip:", "sips:")):
             return target
@@ -226,7 +228,7 @@ class CallManager:
             "calls": [c.to_dict(now) for c in self.calls()],
         }
 
-    def _run(self, func: Callable[..., Any], *args: Any) -> Any:
+    def _run(self, func: Callable[..., T], *args: Any) -> T:
         if not self._started:
             raise EngineStoppedError("the engine is not running")
         return self._stack.run(func, *args)
@@ -252,7 +254,9 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         rtp_port_max=s.rtp_port_max,
         user_agent=s.user_agent or f"microsip-engine/{ENGINE_VERSION}",
         nameservers=tuple(n for n in s.dns_srv_ns.replace(",", " ").split() if n),
-        stun_servers=tuple(x for x in s.stun.replace(",", " ").split() if x) if s.enable_stun else (),
+        stun_servers=tuple(x for x in s.stun.replace(",", " ").split() if x)
+        if s.enable_stun
+        else (),
         codecs=s.audio_codecs,
         max_calls=e.max_calls,
         pjsip_log_level=e.pjsip_log_level,

@@ -12,7 +12,9 @@ def split_name_addr(value: str) -> tuple[str, str]:
     """``"Bob" <sip:bob@h>`` → ("Bob", "sip:bob@h"); a bare URI has an empty name."""
     m = _NAME_ADDR.match(value)
     if not m:
-        return "", value.strip().split(";", 1)[0] if value.strip().startswith("<") else value.strip()
+        return "", value.strip().split(";", 1)[0] if value.strip().startswith(
+            "<"
+        ) else value.strip()
     name = m.group("qname") if m.group("qname") is not None else (m.group("name") or "")
     return name.strip(), m.group("uri").strip()
 

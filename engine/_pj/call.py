@@ -183,6 +183,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
     def connect_audio(self, index: int) -> None:
         """(Re)connect the bridge: a media update may bring a new conference slot."""
         am = self.getAudioMedia(index)
+        assert self.stack.endpoint is not None
         adm = self.stack.endpoint.audDevManager()
         adm.getCaptureDevMedia().startTransmit(am)
         am.startTransmit(adm.getPlaybackDevMedia())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def callback(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - nothing may reach SWIG
+        except BaseException as exc:
             log.error("callback_failed", callback=func.__qualname__, error=repr(exc))
             clear_last_exception()
             return None
@@ -49,8 +50,5 @@ def callback(func: F) -> F:
 
 def clear_last_exception() -> None:
     for name in ("last_type", "last_value", "last_traceback", "last_exc"):
-        if hasattr(sys, name):
-            try:
-                delattr(sys, name)
-            except AttributeError:
-                pass
+        with contextlib.suppress(AttributeError):
+            delattr(sys, name)

@@ -57,6 +57,7 @@ MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
 EADDRINUSE = 120098
+_ONE_PER_PROCESS = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +157,12 @@ class PjStack:
     # -- thread plumbing ------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> Limits:
+        # pjsua2 has one Endpoint per process; a second one would abort in C.
+        if not _ONE_PER_PROCESS.acquire(blocking=False):
+            raise EngineError(
+                "another engine already runs in this process (pjsua2 allows one)",
+                code="invalid_state",
+            )
         self._thread = threading.Thread(target=self._main, name="pjsua2", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -197,13 +204,14 @@ class PjStack:
     def _main(self) -> None:
         try:
             self._create()
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             self._start_error = (
                 translate("start", exc) if isinstance(exc, pj.Error) else exc
             ).with_traceback(None)
             self._destroy()
             self._ready.set()
             self._stopped.set()
+            _ONE_PER_PROCESS.release()
             return
         self._ready.set()
         try:
@@ -211,6 +219,7 @@ class PjStack:
         finally:
             self._shutdown()
             self._stopped.set()
+            _ONE_PER_PROCESS.release()
 
     def _loop(self) -> None:
         assert self.endpoint is not None
@@ -236,7 +245,7 @@ class PjStack:
                 fut.set_result(func())
             except pj.Error as exc:
                 fut.set_exception(translate("command", exc))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:
                 fut.set_exception(exc.with_traceback(None))
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:

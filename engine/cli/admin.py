@@ -29,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"microsip-engine: {exc.message}", file=sys.stderr)
         return 2
-    configure(args.log_format or config.engine.log_format, args.log_level or config.engine.log_level)
+    configure(
+        args.log_format or config.engine.log_format, args.log_level or config.engine.log_level
+    )
     log = structlog.get_logger("engine")
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)

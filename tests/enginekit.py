@@ -1,0 +1,117 @@
+"""Test helpers for driving a real engine: start one from an ini text, wait for events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.config import load_config
+from engine.events import Event
+from engine.manager import CallManager
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+class EventLog:
+    """A bus handler that keeps every event (as ``to_dict()``) and lets tests wait for one."""
+
+    name = "test-event-log"
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+
+    def on_event(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event.to_dict())
+            self._cond.notify_all()
+
+    def wait(self, predicate: Predicate, timeout: float = 10.0, what: str = "") -> dict[str, Any]:
+        """The first event (past or future) matching ``predicate``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for ev in self.events:
+                    if predicate(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    kinds = [(e["event"], e.get("state"), e.get("code")) for e in self.events]
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what or 'an event'}; "
+                        f"saw {kinds[-30:]}"
+                    )
+                self._cond.wait(left)
+
+    def of(self, kind: str, **fields: Any) -> list[dict[str, Any]]:
+        with self._cond:
+            return [
+                e
+                for e in self.events
+                if e["event"] == kind and all(e.get(k) == v for k, v in fields.items())
+            ]
+
+    def wait_for(self, kind: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        return self.wait(
+            lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()),
+            timeout,
+            f"{kind} {fields}",
+        )
+
+
+def write_ini(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    if encoding == "utf-16":
+        path.write_bytes(b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"))
+    else:
+        path.write_text(text, encoding=encoding)
+    return path
+
+
+BASE_INI = """[Settings]
+accountId=0
+enableLocalAccount=1
+sourcePort=0
+audioCodecs=PCMU/8000/1 PCMA/8000/1
+[Account0]
+transport=
+"""
+
+
+class Engines:
+    """Starts engines in this process (one at a time: pjsua2 allows one endpoint)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.running: list[CallManager] = []
+
+    def start(self, ini: str = BASE_INI) -> tuple[CallManager, EventLog]:
+        path = write_ini(self.tmp / "microsip.ini", ini)
+        manager = CallManager(load_config(path), bind_address="127.0.0.1", sip_port=0)
+        events = EventLog()
+        manager.subscribe(events)
+        manager.start()
+        self.running.append(manager)
+        return manager, events
+
+    def stop_all(self) -> None:
+        for manager in self.running:
+            manager.stop()
+        self.running.clear()
+
+
+def sip_port(manager: CallManager, kind: str = "udp") -> int:
+    for addr in manager.sip_addresses():
+        if addr.startswith(kind + ":"):
+            return int(addr.rsplit(":", 1)[1])
+    raise AssertionError(f"no {kind} transport in {manager.sip_addresses()}")
+
+
+def engines_fixture(tmp_path: Path) -> Iterator[Engines]:
+    engines = Engines(tmp_path)
+    try:
+        yield engines
+    finally:
+        engines.stop_all()
