@@ -25,6 +25,7 @@ class EventType(enum.StrEnum):
     MESSAGE_STATUS = "message_status"
     CALL_REJECTED = "call_rejected"
     HANDLER_FAILED = "handler_failed"
+    RECORDING_SAVED = "recording_saved"
 
 
 class CallStateName(enum.StrEnum):
@@ -37,6 +38,7 @@ class CallStateName(enum.StrEnum):
 
 
 class RegState(enum.StrEnum):
+    NONE = "none"  # the account has no registrar (local "call by IP" account)
     REGISTERING = "registering"
     REGISTERED = "registered"
     UNREGISTERED = "unregistered"
@@ -177,3 +179,16 @@ class HandlerFailed(Event):
     handler: str
     failed_event: str
     error: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordingSaved(Event):
+    """A call recording is closed and its WAV header final (``complete`` False if the
+    header could not be confirmed in time)."""
+
+    type: ClassVar[EventType] = EventType.RECORDING_SAVED
+    call: int
+    path: str
+    bytes: int
+    seconds: float
+    complete: bool

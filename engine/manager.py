@@ -7,6 +7,7 @@ from any thread; the work itself is marshalled onto the pjsua2 thread.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +17,9 @@ import structlog
 
 from .bus import CallbackHandler, EventBus, Handler
 from .config import AccountConfig, Config
+from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
-from .events import EngineStarted, EngineStopping, Event
+from .events import EngineStarted, EngineStopping, Event, RegistrationChanged, RegState
 from .state import AccountSnapshot, CallSnapshot, Limits
 
 log = structlog.get_logger("engine.manager")
@@ -49,6 +51,10 @@ class CallManager:
         self._stack = PjStack(_stack_settings(config, bind_address, sip_port), self._publish)
         self.limits: Limits | None = None
         self.started_at = 0.0
+        self._pending: list[tuple[int, str, tuple[str, ...]]] = []
+        #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
+        self.exit_requested = threading.Event()
+        self.bus.subscribe(CallbackHandler("deferred-dial", self._dial_pending))
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -86,6 +92,10 @@ class CallManager:
         self._stack.stop()
         self.bus.close()
 
+    def request_exit(self) -> None:
+        """Ask the process running this engine to stop it (after replying)."""
+        self.exit_requested.set()
+
     @property
     def running(self) -> bool:
         return self._started
@@ -116,7 +126,11 @@ class CallManager:
         wanted: list[tuple[int, AccountConfig]] = []
         active = self.config.active_account()
         if s.enable_local_account or active is None:
-            wanted.append((0, self.config.local_account))
+            local = self.config.local_account
+            if not self.config.document.has_section("Account0"):
+                # MicroSIP's local account listens on every transport.
+                local = dataclasses.replace(local, transport="both")
+            wanted.append((0, local))
         if active is not None:
             wanted.append((active.index, active))
         return wanted
@@ -143,30 +157,71 @@ class CallManager:
     # -- calls ------------------------------------------------------------------
 
     def dial(
-        self, target: str, account: int | None = None, headers: dict[str, str] | None = None
+        self,
+        target: str,
+        account: int | None = None,
+        headers: dict[str, str] | None = None,
+        post_dial: tuple[str, ...] = (),
     ) -> CallSnapshot:
-        """Call ``target`` (a number or a SIP URI) from ``account`` (default: the active one)."""
+        """Call ``target`` (a number or a SIP URI) from ``account`` (default: the active one).
+
+        ``post_dial`` groups are sent as DTMF after the answer, with MicroSIP's timing.
+        """
         index = self.default_account() if account is None else account
         uri = self.target_uri(target, index)
-        return self._run(self._stack.make_call, index, uri, dict(headers or {}))
+        method = self.config.settings.dtmf_method
+        return self._run(
+            self._stack.make_call, index, uri, dict(headers or {}), tuple(post_dial), method
+        )
+
+    def dial_when_registered(
+        self, target: str, account: int | None = None, post_dial: tuple[str, ...] = ()
+    ) -> CallSnapshot | None:
+        """MicroSIP's command-line dial: waits for REGISTER 200 when the account has a
+        registrar and is not registered yet (returns None then; the call follows)."""
+        index = self.default_account() if account is None else account
+        self.target_uri(target, index)  # a bad target fails now, not later
+        if not self.account_config(index).server or self._registered(index):
+            return self.dial(target, index, post_dial=post_dial)
+        with self._lock:
+            self._pending.append((index, target, tuple(post_dial)))
+        log.info("dial_deferred", account=index, target=target)
+        if self._registered(index):  # registered meanwhile: do not wait for a refresh
+            self._flush_pending(index)
+        return None
+
+    def _registered(self, index: int) -> bool:
+        return any(a.account == index and a.state == "registered" for a in self.accounts())
+
+    def _dial_pending(self, event: Event) -> None:
+        if isinstance(event, RegistrationChanged) and event.state is RegState.REGISTERED:
+            self._flush_pending(event.account)
+
+    def _flush_pending(self, index: int) -> None:
+        with self._lock:
+            due = [p for p in self._pending if p[0] == index]
+            self._pending = [p for p in self._pending if p[0] != index]
+        for account, target, post_dial in due:
+            try:
+                self.dial(target, account, post_dial=post_dial)
+            except EngineError as exc:
+                log.error("deferred_dial_failed", account=account, target=target, error=exc.message)
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
         target = target.strip()
-        if not target or any(c in target for c in '\r\n\0<> \t"'):
-            raise InvalidTargetError(f"invalid dial target {target!r}")
-        if target.lower().startswith(("sip:", "sips:")):
-            return target
+        if not target or len(target) > 512 or any(c in target for c in "\r\n\0\t"):
+            raise InvalidTargetError(f"invalid dial target {target[:80]!r}")
         acc = self.account_config(account)
-        if "@" in target:
-            return f"sip:{target}"
-        if acc.domain:
-            return f"sip:{target}@{acc.domain}"
-        if any(c.isalpha() for c in target) or "." in target or ":" in target:
-            return f"sip:{target}"  # call by IP / host
-        raise InvalidTargetError(
-            f"cannot dial {target!r} from the local account: give a SIP URI or host"
-        )
+        host_like = "@" in target or ":" in target or any(c.isalpha() for c in target)
+        if not acc.domain and not host_like and "." not in target:
+            # sip:<digits> would be read as an IPv4 address by the resolver.
+            raise InvalidTargetError(
+                f"cannot dial {target!r} from the local account (no domain): "
+                "give a SIP URI or a host"
+            )
+        transport = acc.transport if acc.transport in ("tcp", "tls") else None
+        return to_sip_uri(target, acc.domain, transport=transport)
 
     def answer(self, call: int | None = None, code: int = 200) -> CallSnapshot:
         """Answer ``call``, or the first ringing inbound call."""
@@ -207,6 +262,75 @@ class CallManager:
 
     def stop_recording(self, call: int) -> None:
         self._run(self._stack.stop_recording, call)
+
+    def current_call(self) -> int:
+        """MicroSIP's "current call": the newest answered call, else the newest call."""
+        calls = self.calls()
+        answered = [c for c in calls if c.state == "confirmed"]
+        pool = answered or calls
+        if not pool:
+            raise NotFoundError("there is no call")
+        return max(pool, key=lambda c: c.call).call
+
+    def send_dtmf(self, digits: str, call: int | None = None, method: int | None = None) -> str:
+        """Send DTMF with ``DTMFMethod`` (or ``method``); returns the method used."""
+        number = self.current_call() if call is None else call
+        chosen = self.config.settings.dtmf_method if method is None else method
+        return self._run(self._stack.send_dtmf, number, digits, chosen)
+
+    def hold(self, call: int | None = None, hold: bool | None = None) -> bool:
+        """Hold, resume or (``hold=None``) toggle; returns whether the call is now held."""
+        number = self.current_call() if call is None else call
+        return self._run(self._stack.hold, number, hold)
+
+    def transfer(self, target: str, call: int | None = None) -> None:
+        """Blind transfer (REFER) of ``call`` (default: the current one) to ``target``."""
+        number = self.current_call() if call is None else call
+        account = self.call_info(number).account
+        self._run(self._stack.transfer, number, self.target_uri(target, account))
+
+    def send_message(self, target: str, text: str, account: int | None = None) -> None:
+        """Send a SIP MESSAGE (delivery status arrives as a ``message_status`` event)."""
+        if self.config.settings.disable_messaging:
+            raise EngineError("messaging is disabled (disableMessaging=1)", code="disabled")
+        index = self.default_account() if account is None else account
+        self._run(self._stack.send_message, index, self.target_uri(target, index), text)
+
+    # -- accounts: switching and passwords (MicroSIP's /account: and /password:) ----
+
+    def switch_account(self, index: int) -> AccountSnapshot | None:
+        """Make ``[Account<index>]`` the registered account and save ``accountId``.
+
+        The old account un-REGISTERs, the new one REGISTERs; 0 keeps only the local one.
+        """
+        with self._lock:
+            if index != 0:
+                self.account_config(index)  # NotFoundError for a missing account
+            old = self.default_account()
+            self.config = self.config.set_account_id(index)
+            if old != 0 and old != index:
+                self._run(self._stack.remove_account, old)
+            if index == 0:
+                if not any(a.account == 0 for a in self.accounts()):
+                    return self._add_account(0, self.config.local_account)
+                return None
+            return self._add_account(index, self.account_config(index))
+
+    def save_password(self, index: int, password: str) -> None:
+        """Store a plaintext password in ``[Account<index>]``; re-register if active."""
+        with self._lock:
+            self.config = self.config.save_password(index, password)
+            self._passwords.pop(index, None)
+            if index != 0 and index == self.default_account():
+                self._add_account(index, self.account_config(index))
+
+    def override_password(self, password: str) -> None:
+        """In-memory password for the active account (not saved); re-registers it."""
+        with self._lock:
+            index = self.default_account()
+            self._passwords[index] = password
+            if index != 0:
+                self._add_account(index, self.account_config(index))
 
     # -- state ------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.transport = transport
         self.uri = ""
         self.registrar = _with_scheme(acc.server, acc.transport) if acc.server else ""
-        self.reg = RegStatus()
+        self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
 
     def snapshot(self) -> AccountSnapshot:
@@ -136,6 +136,8 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             self.stack.schedule(retry_in, self.retry_registration)
             if code == 0 or not reason:
                 reason = reason or "no response"
+        if state is not RegState.REGISTERED:
+            expires = 0
         self.reg = dataclasses.replace(
             self.reg, state=state, code=code, reason=reason, expires=expires
         )

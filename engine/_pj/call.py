@@ -74,6 +74,10 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
+        self.tones: pj.ToneGenerator | None = None
+        #: DTMF groups to send after the answer (MicroSIP's ``123,456``) and the method.
+        self.post_dial: tuple[str, ...] = ()
+        self.dtmf_method = 0
         self.started = direction == "in"
 
     # -- state --------------------------------------------------------------
@@ -126,9 +130,12 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.reason = str(ci.lastReason)
         if self.state is CallStateName.CONFIRMED and self.answer_time is None:
             self.answer_time = time.time()
-        self.stack.emit(self.state_event())
+            if self.post_dial:
+                self.stack.start_post_dial(self)
         if self.state is CallStateName.DISCONNECTED:
+            # Release first: when the event is out, the recording WAV is complete.
             self.stack.call_ended(self)
+        self.stack.emit(self.state_event())
 
     @callback
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
@@ -221,8 +228,19 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 self.player.startTransmit(recorder)
 
     def stop_recording(self) -> None:
-        self.recorder = None  # destroying the recorder finalises the WAV header
+        if self.recorder is None:
+            return
+        # Destroying the recorder finalises the WAV, asynchronously: pjmedia's
+        # bridge removes the port on its clock thread. The stack reports when done.
+        self.recorder = None
+        if self.recording_path:
+            self.stack.recording_closed(self.number, self.recording_path)
+
+    @property
+    def local_hold(self) -> bool:
+        return self.media_status == "local_hold"
 
     def release_media(self) -> None:
         self.stop_playing()
         self.stop_recording()
+        self.tones = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import heapq
 import itertools
@@ -33,11 +34,12 @@ from ..errors import (
     InvalidTargetError,
     NotFoundError,
 )
-from ..events import CallRejected, CallStateName, Event
+from ..events import CallRejected, CallStateName, Event, RecordingSaved
 from ..sipuri import header_value, split_name_addr
 from ..state import AccountSnapshot, CallSnapshot, Limits
 from .account import PjAccount, build_config
 from .call import PjCall
+from .control import Messenger, send_dtmf, set_hold, transfer
 from .guard import PJ_ETOOMANY, callback, clear_last_exception, translate
 from .logwriter import StructlogWriter, log_config
 from .probe import probe_max_calls
@@ -152,6 +154,8 @@ class PjStack:
         self.accounts: dict[int, PjAccount] = {}
         self.calls: dict[int, PjCall] = {}
         self._graveyard: list[Any] = []
+        self.messenger = Messenger()
+        self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
 
     # -- thread plumbing ------------------------------------------------------
@@ -224,7 +228,7 @@ class PjStack:
     def _loop(self) -> None:
         assert self.endpoint is not None
         while not self._stop.is_set():
-            poll = BUSY_POLL_MS if self.calls else IDLE_POLL_MS
+            poll = BUSY_POLL_MS if self.calls or self._closing else IDLE_POLL_MS
             if self._wake_addr is None:
                 poll = BUSY_POLL_MS
             if self._timers:
@@ -257,6 +261,30 @@ class PjStack:
             except Exception as exc:
                 log.error("timer_failed", error=repr(exc))
         self._graveyard.clear()  # drop ended calls here, never inside their callbacks
+        if self._closing:
+            self._check_recordings()
+
+    def recording_closed(self, number: int, path: str) -> None:
+        self._closing.append((number, path, time.monotonic() + 2.0))
+
+    def _check_recordings(self, force: bool = False) -> None:
+        """Emit ``recording_saved`` once pjmedia has written the final WAV header."""
+        still: list[tuple[int, str, float]] = []
+        for number, path, deadline in self._closing:
+            done, size, seconds = wav_finalised(path)
+            if done or force or time.monotonic() > deadline:
+                self.emit(
+                    RecordingSaved(
+                        call=number,
+                        path=path,
+                        bytes=size,
+                        seconds=round(seconds, 3),
+                        complete=done,
+                    )
+                )
+            else:
+                still.append((number, path, deadline))
+        self._closing = still
 
     # -- start-up ---------------------------------------------------------------
 
@@ -411,6 +439,7 @@ class PjStack:
         if pj_acc is None:
             raise NotFoundError(f"no account {index}")
         pj_acc.unregistering = True
+        self.messenger.forget_account(index)
         pj_acc.shutdown()  # sends the un-REGISTER
         self._graveyard.append(pj_acc)
 
@@ -428,7 +457,14 @@ class PjStack:
             raise NotFoundError(f"no call {number}")
         return call
 
-    def make_call(self, account: int, uri: str, headers: dict[str, str]) -> CallSnapshot:
+    def make_call(
+        self,
+        account: int,
+        uri: str,
+        headers: dict[str, str],
+        post_dial: tuple[str, ...] = (),
+        dtmf_method: int = 0,
+    ) -> CallSnapshot:
         assert self.endpoint is not None and self.limits is not None
         if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
@@ -454,6 +490,7 @@ class PjStack:
                     continue
                 raise translate("dial", exc) from None
             call.started = True
+            call.post_dial, call.dtmf_method = post_dial, dtmf_method
             call.refresh_identity(call.getInfo())
             self.calls[call.number] = call
             return call.snapshot()
@@ -520,6 +557,40 @@ class PjStack:
             prm.txOption.headers.append(hdr)
         call.hangup(prm)
 
+    def start_post_dial(self, call: PjCall) -> None:
+        """MicroSIP's timing: the first group 1 s after the answer, each next one
+        1000 + 200 x len(previous group) ms later."""
+        delay = 1.0
+        for group in call.post_dial:
+            if group:
+                self.schedule(delay, functools.partial(self._post_dial, call.number, group))
+            delay += 1.0 + 0.2 * len(group)
+
+    def _post_dial(self, number: int, digits: str) -> None:
+        call = self.calls.get(number)
+        if call is not None and call.state is CallStateName.CONFIRMED:
+            send_dtmf(call, digits, call.dtmf_method)
+
+    def send_dtmf(self, number: int, digits: str, method: int) -> str:
+        return send_dtmf(self.call(number), digits, method)
+
+    def hold(self, number: int, hold: bool | None) -> bool:
+        """Hold (True), resume (False) or toggle (None); returns the new held state."""
+        call = self.call(number)
+        target = (not call.local_hold) if hold is None else hold
+        set_hold(call, target)
+        return target
+
+    def transfer(self, number: int, uri: str) -> None:
+        if len(uri) > MAX_URI:
+            raise InvalidTargetError("transfer target too long")
+        transfer(self.call(number), uri)
+
+    def send_message(self, account: int, uri: str, text: str) -> None:
+        if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:")):
+            raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
+        self.messenger.send(self.account(account), uri, text)
+
     def call_ended(self, call: PjCall) -> None:
         call.release_media()
         self.calls.pop(call.number, None)
@@ -567,9 +638,12 @@ class PjStack:
                 with contextlib.suppress(pj.Error):
                     acc.setRegistration(False)
         deadline = time.monotonic() + budget
-        while time.monotonic() < deadline and (self.calls or self._unregistering()):
+        while time.monotonic() < deadline and (
+            self.calls or self._unregistering() or self._closing
+        ):
             self.endpoint.libHandleEvents(10)
             self._graveyard.clear()
+            self._check_recordings()
         for number, fut in self._pending_commands():
             fut.set_exception(EngineStoppedError(f"engine stopped before command {number} ran"))
         self._destroy()
@@ -595,12 +669,15 @@ class PjStack:
         for call in self.calls.values():
             call.release_media()
         self.calls.clear()
+        self.messenger.clear()
         for acc in self.accounts.values():
             with contextlib.suppress(pj.Error):
                 acc.shutdown()
         self.accounts.clear()
         self._graveyard.clear()
         self._timers.clear()
+        if self._closing:
+            self._check_recordings(force=True)
         clear_last_exception()
         gc.collect()
         if self.endpoint is not None:
@@ -608,6 +685,21 @@ class PjStack:
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
         self._writer = None
+
+
+def wav_finalised(path: str) -> tuple[bool, int, float]:
+    """(header final, file size, seconds): pjmedia writes RIFF size 0 until it closes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(44)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False, 0, 0.0
+    if len(head) < 44 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False, size, 0.0
+    done = int.from_bytes(head[4:8], "little") > 0
+    byte_rate = int.from_bytes(head[28:32], "little")
+    return done, size, (size - 44) / byte_rate if byte_rate else 0.0
 
 
 def _check_file(path: str) -> None:
