@@ -8,10 +8,12 @@ here, so no option of ours can shadow a MicroSIP argument.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from ..errors import EngineError
@@ -20,7 +22,9 @@ from ..errors import EngineError
 def _serve(args: argparse.Namespace) -> int:
     import structlog
 
+    from ..commandset import build_registry
     from ..config import load_config
+    from ..control import ControlServer, default_socket_path
     from ..logs import configure
     from ..manager import CallManager
 
@@ -38,28 +42,80 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    manager = CallManager(
-        config, bind_address=args.bind, sip_port=args.sip_port, control=args.control or ""
-    )
+    control = args.control or config.engine.control_socket or default_socket_path()
+    manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
     try:
         limits = manager.start()
+        server = ControlServer(build_registry(manager), manager.bus, control)
+        server.start()
     except EngineError as exc:
-        log.error("start_failed", error=exc.message)
+        log.error("start_failed", error=exc.message, code=exc.code)
+        manager.stop("start failed")
         return 1
     log.info(
         "ready",
         sip=manager.sip_addresses(),
         accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
-        control=manager.control or None,
+        control=control,
         max_calls=limits.max_calls,
         config=str(config.path) if config.path else "embedded default",
     )
-    while not stop.wait(0.5):
-        if not manager.running:
-            break
-    log.info("stopping")
-    manager.stop("signal")
+    while not stop.wait(0.2) and not manager.exit_requested.is_set():
+        pass
+    reason = "exit command" if manager.exit_requested.is_set() else "signal"
+    log.info("stopping", reason=reason)
+    manager.stop(reason)
+    server.close()
     log.info("stopped")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ..control import ControlClient
+
+    return ControlClient(args.control, timeout=10.0)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..control import ControlError
+
+    try:
+        status = _client(args).request("status")
+    except ControlError as exc:
+        print(f"microsip-engine: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"engine {status['version']} (pjsip {status['pjsip']}), up {status['uptime']:.0f} s")
+    print(f"sip:      {' '.join(status['sip'])}")
+    print(f"control:  {status['control']}")
+    cap = status["capacity"]
+    print(f"calls:    {cap['calls']} of {cap['max_calls']}")
+    for a in status["accounts"]:
+        code = f" ({a['code']} {a['reason']})" if a["code"] else ""
+        print(f"account {a['account']}: {a['uri']} {a['state']}{code}")
+    for c in status["calls"]:
+        print(
+            f"call {c['call']}: {c['direction']} {c['remote_uri']} {c['state']}"
+            f" {c.get('duration', 0):.0f} s"
+        )
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from ..control import ControlError
+
+    names = args.only.split(",") if args.only else None
+    try:
+        with _client(args).events(names) as stream:
+            for event in stream:
+                print(json.dumps(event), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except ControlError as exc:
+        print(f"microsip-engine: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -79,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["console", "json"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
+    status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--control", help="control socket path")
+    status.set_defaults(func=_status)
+    events = sub.add_parser("events", help="stream the engine's events as JSON lines")
+    events.add_argument("--only", help="comma-separated event names")
+    events.add_argument("--control", help="control socket path")
+    events.set_defaults(func=_events)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_version)
     return parser

@@ -1,0 +1,115 @@
+"""``microsip``: MicroSIP.exe's command line, verbatim, against the engine.
+
+Behaves like MicroSIP's second instance: the arguments (program name excluded)
+are forwarded to the running engine, which runs them exactly as MicroSIP would.
+``/exit`` stops the engine; ``/answer`` and ``/hangupall`` with no engine running
+do nothing; anything else with no engine running starts one in the background
+(default configuration) and then runs the command, so ``microsip 5551234`` works.
+
+No option of ours exists here: every argument belongs to MicroSIP's grammar. The
+module imports only the standard library, the pure grammar and the control client
+(no pjsua2, no numpy) so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..control.client import ControlClient, ControlError, EngineNotRunning, RemoteError
+from ..control.paths import default_socket_path
+from ..errors import EngineError
+from ..grammar import join_argv, launcher_action, parse_command_line
+
+START_TIMEOUT = 15.0
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"microsip: {message}", file=sys.stderr)
+    return code
+
+
+def _running(path: str) -> ControlClient | None:
+    client = ControlClient(path, timeout=30.0)
+    try:
+        client.request("help", command="status")
+    except EngineNotRunning:
+        client.close()
+        return None
+    return client
+
+
+def _state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    path = Path(base) / "microsip-engine"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_engine(path: str) -> ControlClient:
+    """Start ``microsip-engine serve`` in the background and wait for its socket."""
+    log_path = _state_dir() / "engine.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", "--control", path],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-5:]
+            raise EngineError(
+                f"the engine did not start (exit {proc.returncode}); see {log_path}:\n"
+                + "\n".join(tail),
+                code="start_failed",
+            )
+        client = _running(path)
+        if client is not None:
+            return client
+        time.sleep(0.05)
+    raise EngineError(f"the engine did not answer within {START_TIMEOUT:.0f} s; see {log_path}")
+
+
+def run(argv: Sequence[str]) -> int:
+    line = join_argv(list(argv))
+    what = launcher_action(line)
+    path = default_socket_path()
+    try:
+        if what != "reset":
+            parse_command_line(line)  # a malformed line fails here, engine or not
+        client = _running(path)
+        if what == "exit":
+            if client is not None:
+                client.request("exit")
+            return 0
+        if what == "reset":
+            return _fail("/reset is not supported: the engine never deletes microsip.ini", 2)
+        if client is None:
+            if what in ("noop_if_not_running",):
+                return 0
+            client = start_engine(path)
+            if what == "minimized":
+                return 0
+        elif what == "minimized":
+            return 0
+        client.request("commandline", line=line)
+        return 0
+    except RemoteError as exc:
+        return _fail(exc.message)
+    except (ControlError, EngineError) as exc:
+        return _fail(exc.message, 2 if exc.code == "grammar_error" else 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
