@@ -141,7 +141,7 @@ def build_registry(m: CallManager) -> CommandRegistry:
         params={"line": str},
     )
 
-    def copydata(dwData: int, payload_b64: str) -> dict[str, Any]:  # noqa: N803 - Win32 name
+    def copydata(dwData: int, payload_b64: str) -> dict[str, Any]:
         try:
             payload = base64.b64decode(payload_b64, validate=True)
         except (binascii.Error, ValueError):

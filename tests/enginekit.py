@@ -115,3 +115,72 @@ def engines_fixture(tmp_path: Path) -> Iterator[Engines]:
         yield engines
     finally:
         engines.stop_all()
+
+
+class ServeProcess:
+    """``microsip-engine serve`` as a real child process, JSON logs in a file."""
+
+    def __init__(self, tmp: Path, ini: str | None, *extra: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.tmp = tmp
+        self.control = str(tmp / "ctl" / "control.sock")
+        self.log_path = tmp / "serve.log"
+        argv = [sys.executable, "-m", "engine", "serve", "--bind", "127.0.0.1"]
+        argv += ["--sip-port", "0", "--control", self.control, "--log-format", "json", *extra]
+        if ini is not None:
+            argv += ["--config", str(write_ini(tmp / "serve.ini", ini))]
+        env = dict(os.environ, XDG_CONFIG_HOME=str(tmp / "xdg"), MICROSIP_CONTROL=self.control)
+        env.pop("MICROSIP_INI", None)
+        self.env = env
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+        self.ready = self.wait_log(lambda e: e.get("event") == "ready", 15, "the ready line")
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        import json
+
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "non-json", "line": line})
+        return out
+
+    def wait_log(self, predicate: Predicate, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.log_entries():
+                if predicate(entry):
+                    return entry
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"no {what} in the engine log (exit {self.proc.poll()}):\n"
+            + self.log_path.read_text(errors="replace")[-3000:]
+        )
+
+    def sip_port(self) -> int:
+        return int(self.ready["sip"][0].rsplit(":", 1)[1])
+
+    def client(self) -> Any:
+        from engine.control import ControlClient
+
+        return ControlClient(self.control, timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode

@@ -629,14 +629,7 @@ class PjStack:
 
     def _shutdown(self, budget: float = 1.5) -> None:
         assert self.endpoint is not None
-        for call in list(self.calls.values()):
-            with contextlib.suppress(pj.Error, EngineError):
-                self.hangup(call.number)
-        for acc in self.accounts.values():
-            if acc.reg.state.value == "registered":
-                acc.unregistering = True
-                with contextlib.suppress(pj.Error):
-                    acc.setRegistration(False)
+        self._say_goodbye()
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline and (
             self.calls or self._unregistering() or self._closing
@@ -647,6 +640,34 @@ class PjStack:
         for number, fut in self._pending_commands():
             fut.set_exception(EngineStoppedError(f"engine stopped before command {number} ran"))
         self._destroy()
+
+    def _say_goodbye(self) -> None:
+        """BYE/CANCEL every call and un-REGISTER every account.
+
+        A function of its own so that its loop variables (pjsua2 objects) are gone
+        before ``libDestroy``: a Call still referenced then aborts the process.
+        """
+        for number in list(self.calls):
+            with contextlib.suppress(pj.Error, EngineError):
+                self.hangup(number)
+        for acc in self.accounts.values():
+            if acc.reg.state.value == "registered":
+                acc.unregistering = True
+                with contextlib.suppress(pj.Error):
+                    acc.setRegistration(False)
+
+    def _release_all(self) -> None:
+        """Drop our references to every pjsua2 object (see :meth:`_say_goodbye`)."""
+        for call in self.calls.values():
+            call.release_media()
+        self.calls.clear()
+        self.messenger.clear()
+        for acc in self.accounts.values():
+            with contextlib.suppress(pj.Error):
+                acc.shutdown()
+        self.accounts.clear()
+        self._graveyard.clear()
+        self._timers.clear()
 
     def _unregistering(self) -> bool:
         return any(
@@ -666,25 +687,37 @@ class PjStack:
 
     def _destroy(self) -> None:
         """Drop every pjsua2 object, then the library (aborts if one survives)."""
-        for call in self.calls.values():
-            call.release_media()
-        self.calls.clear()
-        self.messenger.clear()
-        for acc in self.accounts.values():
-            with contextlib.suppress(pj.Error):
-                acc.shutdown()
-        self.accounts.clear()
-        self._graveyard.clear()
-        self._timers.clear()
+        self._release_all()
         if self._closing:
             self._check_recordings(force=True)
         clear_last_exception()
         gc.collect()
+        _disown_survivors()
         if self.endpoint is not None:
             with contextlib.suppress(pj.Error):
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
         self._writer = None
+
+
+_OWNED_TYPES = (
+    pj.Call,
+    pj.Account,
+    pj.Buddy,
+    pj.AudioMediaPlayer,
+    pj.AudioMediaRecorder,
+    pj.ToneGenerator,
+)
+
+
+def _disown_survivors() -> None:
+    """Last line of defence before ``libDestroy``: a pjsua2 object still referenced
+    somewhere would run its C++ destructor after the library is gone and abort the
+    interpreter. Disowned, it is never destroyed (a small leak at exit instead)."""
+    for obj in gc.get_objects():
+        if isinstance(obj, _OWNED_TYPES) and getattr(obj, "thisown", False):
+            log.warning("pjsua2_object_survived", type=type(obj).__name__)
+            obj.thisown = False
 
 
 def wav_finalised(path: str) -> tuple[bool, int, float]:

@@ -1,0 +1,78 @@
+"""``microsip-engine serve`` as a process: ready line, control socket, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from enginekit import ServeProcess
+from peers.kamailio import Kamailio
+from peers.sipp import SippFactory
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def test_embedded_default_starts_with_no_config(tmp_path: Path, serve: list[ServeProcess]) -> None:
+    """No --config, no MICROSIP_INI, no user file: the embedded default runs."""
+    proc = ServeProcess(tmp_path, None)
+    serve.append(proc)
+    ready = proc.ready
+    assert ready["config"] == "embedded default"
+    assert ready["max_calls"] == 4
+    assert [a.split(":")[0] for a in ready["sip"]] == ["udp", "tcp"]
+    assert ready["control"] == proc.control
+    status = proc.client().request("status")
+    assert [a["account"] for a in status["accounts"]] == [0]
+    assert status["accounts"][0]["transport"] == "udp+tcp"
+
+
+def test_sigterm_during_a_call_sends_bye_unregisters_and_exits_0(
+    tmp_path: Path, serve: list[ServeProcess], kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    ini = f"""[Settings]
+accountId=1
+enableLocalAccount=1
+[Account1]
+server={kamailio.address}
+domain={kamailio.domain}
+username=alice
+password=alice-secret
+"""
+    proc = ServeProcess(tmp_path, ini)
+    serve.append(proc)
+    kamailio.wait_registrations("alice", 1)
+    client = proc.client()
+    sipp = sipp_factory.uac(f"sip:100@127.0.0.1:{proc.sip_port()}", "uac_wait_bye")
+    deadline = time.monotonic() + 10
+    while not [c for c in client.request("calls") if c["state"] == "early"]:
+        assert time.monotonic() < deadline, "the call never rang"
+        time.sleep(0.05)
+    client.request("answer")
+    while not [c for c in client.request("calls") if c["state"] == "confirmed"]:
+        assert time.monotonic() < deadline, "the call was never confirmed"
+        time.sleep(0.05)
+    client.close()
+    time.sleep(1.0)  # a call in progress for a while (SIPp streams its RTP)
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    code = proc.proc.wait(5)
+    took = time.monotonic() - started
+    assert code == 0, proc.log_path.read_text()[-2000:]
+    assert took < 3.0, f"shutdown took {took:.2f} s"
+    result = sipp.wait(10)
+    assert result.received("BYE") == 1 and result.successful == 1
+    assert kamailio.registrations("alice") == []
+    log = proc.log_path.read_text()
+    assert "alice-secret" not in log
+    assert '"event": "stopped"' in log
