@@ -19,7 +19,6 @@ import dataclasses
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -392,6 +391,8 @@ def _atomic_write(target: Path, data: bytes) -> None:
         mode = stat.S_IMODE(os.stat(real).st_mode)
     except FileNotFoundError:
         mode = 0o600  # a new file: it holds SIP passwords
+    import tempfile  # here, not at the top: it loads hashlib/OpenSSL (~1.5 MB resident)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

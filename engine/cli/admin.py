@@ -20,6 +20,9 @@ from ..errors import EngineError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .lean import defer_import
+
+    defer_import("asyncio")  # structlog imports it; the service never uses it
     import structlog
 
     from ..commandset import build_registry
