@@ -26,6 +26,8 @@ class EventType(enum.StrEnum):
     CALL_REJECTED = "call_rejected"
     HANDLER_FAILED = "handler_failed"
     RECORDING_SAVED = "recording_saved"
+    INCOMING_DECISION = "incoming_decision"
+    HOOK = "hook"
 
 
 class CallStateName(enum.StrEnum):
@@ -122,6 +124,8 @@ class CallState(Event):
     code: int
     reason: str
     remote_uri: str
+    remote_user: str = ""
+    display_name: str = ""
     duration: float = 0.0
 
 
@@ -192,3 +196,29 @@ class RecordingSaved(Event):
     bytes: int
     seconds: float
     complete: bool
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IncomingDecision(Event):
+    """What the engine did with a new inbound call, and why (MicroSIP's order)."""
+
+    type: ClassVar[EventType] = EventType.INCOMING_DECISION
+    call: int
+    action: str  # ring | answer | reject | forward
+    code: int
+    reason: str
+    delay: float = 0.0
+    target: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HookRun(Event):
+    """A ``cmd*`` hook ran (or failed to): ``outcome`` is ok, failed, timeout or not_started."""
+
+    type: ClassVar[EventType] = EventType.HOOK
+    hook: str
+    call: int
+    outcome: str
+    exit_code: int | None = None
+    seconds: float = 0.0
+    error: str = ""

@@ -118,6 +118,8 @@ class PjCall(pj.Call):  # type: ignore[misc]
             code=self.code,
             reason=self.reason,
             remote_uri=self.remote_uri,
+            remote_user=self.remote_user,
+            display_name=self.display_name,
             duration=round(duration, 3),
         )
 

@@ -34,7 +34,7 @@ from ..errors import (
     InvalidTargetError,
     NotFoundError,
 )
-from ..events import CallRejected, CallStateName, Event, RecordingSaved
+from ..events import CallRejected, CallStateName, Event, IncomingDecision, RecordingSaved
 from ..sipuri import header_value, split_name_addr
 from ..state import AccountSnapshot, CallSnapshot, Limits
 from .account import PjAccount, build_config
@@ -93,17 +93,18 @@ class TransportInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class IncomingDecision:
-    """What to do with a new inbound call: ring (180), answer, reject or redirect."""
+class Decision:
+    """What to do with a new inbound call: ``ring`` (180), ``answer`` (200),
+    ``reject`` (``code``) or ``forward`` (302 to ``contact``), after ``delay`` s."""
 
     action: str = "ring"
     code: int = 180
-    reason: str = ""
+    reason: str = "ringing"
     delay: float = 0.0
     contact: str = ""
 
 
-IncomingPolicy = Callable[[CallSnapshot, str], IncomingDecision]
+IncomingPolicy = Callable[[CallSnapshot, str], Decision]
 
 
 class _Endpoint(pj.Endpoint):  # type: ignore[misc]
@@ -123,8 +124,8 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]
         )
 
 
-def _ring(_call: CallSnapshot, _msg: str) -> IncomingDecision:
-    return IncomingDecision()
+def _ring(_call: CallSnapshot, _msg: str) -> Decision:
+    return Decision()
 
 
 class PjStack:
@@ -505,16 +506,26 @@ class PjStack:
         assert self.limits is not None
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
         if len(active) > self.limits.max_calls:
-            decision = IncomingDecision("reject", 486, "Busy Here")
+            decision = Decision("reject", 486, "Busy Here")
         else:
             try:
                 decision = self.incoming_policy(call.snapshot(), message)
             except Exception as exc:
                 log.error("incoming_policy_failed", error=repr(exc))
-                decision = IncomingDecision()
+                decision = Decision()
+        self.emit(
+            IncomingDecision(
+                call=call.number,
+                action=decision.action,
+                code=decision.code,
+                reason=decision.reason,
+                delay=decision.delay,
+                target=decision.contact,
+            )
+        )
         self.apply_decision(call, decision)
 
-    def apply_decision(self, call: PjCall, decision: IncomingDecision) -> None:
+    def apply_decision(self, call: PjCall, decision: Decision) -> None:
         if decision.delay > 0:
             now = dataclasses.replace(decision, delay=0)
             self.answer(call.number, 180)
@@ -525,7 +536,7 @@ class PjStack:
         else:
             self.hangup(call.number, decision.code, decision.reason, decision.contact)
 
-    def _apply_later(self, number: int, decision: IncomingDecision) -> None:
+    def _apply_later(self, number: int, decision: Decision) -> None:
         call = self.calls.get(number)
         if call is not None and call.state in (CallStateName.INCOMING, CallStateName.EARLY):
             self.apply_decision(call, decision)
