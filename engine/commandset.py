@@ -118,9 +118,16 @@ def build_registry(m: CallManager) -> CommandRegistry:
     )
     reg.register(
         "record",
-        lambda call, wav: m.record(call, wav),
-        help="Record a call (both directions mixed) to a WAV file.",
-        params={"call": int, "wav": str},
+        lambda call, wav=None: {"path": m.record(call, wav)},
+        help="Record a call (both directions mixed) to a WAV file "
+        "(default: MicroSIP's file name under recordingPath).",
+        params={"call": int, "wav": str | None},
+    )
+    reg.register(
+        "toggle",
+        lambda name, on: m.set_toggle(name, on),
+        help="Switch MicroSIP's AA (auto-answer), DND or FWD (forwarding); saved.",
+        params={"name": Param(str, help="AA, DND or FWD"), "on": bool},
     )
     reg.register(
         "stop_recording",

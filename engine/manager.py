@@ -8,6 +8,7 @@ from any thread; the work itself is marshalled onto the pjsua2 thread.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import EngineStarted, EngineStopping, Event, RegistrationChanged, RegState
-from .state import AccountSnapshot, CallSnapshot, Limits
+from .policy import Toggles, decide
+from .state import AccountSnapshot, CallSnapshot, Decision, Limits
 
 log = structlog.get_logger("engine.manager")
 
@@ -49,6 +51,10 @@ class CallManager:
         self._lock = threading.RLock()
         self._started = False
         self._stack = PjStack(_stack_settings(config, bind_address, sip_port), self._publish)
+        self.toggles = Toggles.from_settings(config.settings)
+        self._stack.incoming_policy = self._decide
+        self._stack.auto_hangup_time = float(config.settings.auto_hang_up_time)
+        self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
         self._pending: list[tuple[int, str, tuple[str, ...]]] = []
@@ -60,6 +66,12 @@ class CallManager:
 
     def start(self) -> Limits:
         """Start pjsua2, bind the transports, create the accounts. Raises on failure."""
+        fmt = self.config.settings.recording_format
+        if fmt and fmt.lower() != "wav":
+            log.warning(
+                "recording_format_unsupported",
+                detail=f"recordingFormat={fmt} is not supported: recordings are WAV",
+            )
         with self._lock:
             if self._started:
                 raise EngineError("already started", code="invalid_state")
@@ -118,6 +130,42 @@ class CallManager:
     def _publish(self, event: Event) -> None:
         log.debug("event", **_loggable(event.to_dict()))
         self.bus.publish(event)
+
+    # -- call handling policy (runs on the SIP thread: pure and fast) ---------
+
+    def _decide(self, call: CallSnapshot, invite: str) -> Decision:
+        settings = self.config.settings
+        account = self.account_config(call.account)
+        return decide(call, invite, settings, account, self._stack.call_list(), self.toggles)
+
+    def set_toggle(self, name: str, on: bool) -> dict[str, bool]:
+        """Switch MicroSIP's AA, DND or FWD button; saved to the ini like MicroSIP."""
+        key = name.upper()
+        if key not in ("AA", "DND", "FWD"):
+            raise EngineError(f"unknown toggle {name!r}: use AA, DND or FWD", code="bad_params")
+        with self._lock:
+            self.toggles = dataclasses.replace(self.toggles, **{key.lower(): on})
+            self.config = self.config.with_values({("Settings", key): "1" if on else "0"})
+        return dataclasses.asdict(self.toggles)
+
+    def recording_file(self, call: CallSnapshot) -> str:
+        """MicroSIP's name: YYYYMMDD-HHMMSS-<remote>-<incoming|outgoing>-<account>.wav."""
+        acc = self.account_config(call.account)
+        who = acc.label or acc.username or "local"
+        direction = "incoming" if call.direction == "in" else "outgoing"
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(call.answer_time or time.time()))
+        name = f"{stamp}-{_file_safe(call.remote_user)}-{direction}-{_file_safe(who)}.wav"
+        return os.path.join(self.recording_dir(), name)
+
+    def recording_dir(self) -> str:
+        path = self.config.settings.recording_path
+        if not path:
+            base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+            path = os.path.join(base, "microsip-engine", "recordings")
+        return path
+
+    def _auto_record_path(self, call: CallSnapshot) -> str | None:
+        return self.recording_file(call) if self.config.settings.auto_recording else None
 
     # -- accounts ---------------------------------------------------------------
 
@@ -256,9 +304,12 @@ class CallManager:
         """Play a WAV file into the call (what the far end hears)."""
         self._run(self._stack.play, call, wav, loop)
 
-    def record(self, call: int, wav: str) -> None:
-        """Record the call (far end and what we play, mixed) to a WAV file."""
-        self._run(self._stack.record, call, wav)
+    def record(self, call: int, wav: str | None = None) -> str:
+        """Record the call (far end and what we play, mixed) to a WAV file; without a
+        path, MicroSIP's file name under ``recordingPath``. Returns the path."""
+        path = wav or self.recording_file(self.call_info(call))
+        self._run(self._stack.record, call, path)
+        return path
 
     def stop_recording(self, call: int) -> None:
         self._run(self._stack.stop_recording, call)
@@ -347,6 +398,7 @@ class CallManager:
             "sip": self.sip_addresses(),
             "control": self.control,
             "capacity": {"max_calls": self.limits.max_calls, "calls": len(self.calls())},
+            "toggles": dataclasses.asdict(self.toggles),
             "limits": self.limits.to_dict(),
             "accounts": [a.to_dict() for a in self.accounts()],
             "calls": [c.to_dict(now) for c in self.calls()],
@@ -385,6 +437,11 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         max_calls=e.max_calls,
         pjsip_log_level=e.pjsip_log_level,
     )
+
+
+def _file_safe(text: str) -> str:
+    """MicroSIP replaces these characters in recording file names."""
+    return "".join("_" if c in '/\\?%*:|"<>. ' else c for c in text) or "unknown"
 
 
 def _loggable(d: dict[str, Any]) -> dict[str, Any]:

@@ -59,3 +59,18 @@ class AccountSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do with a new inbound call: ``ring`` (180), ``answer`` (200),
+    ``reject`` (``code``) or ``forward`` (302 to ``contact``), after ``delay`` s;
+    ``reason`` says why (it goes into the ``incoming_decision`` event); ``phrase``
+    is the SIP reason phrase sent (empty: the standard one)."""
+
+    action: str = "ring"
+    code: int = 180
+    reason: str = "ringing"
+    delay: float = 0.0
+    contact: str = ""
+    phrase: str = ""

@@ -6,6 +6,6 @@ tears down in the order pjsua2 needs. Swap in another pjsua2 build by installing
 it in place of the wheel: nothing outside this package depends on which one runs.
 """
 
-from .stack import Decision, PjStack, StackSettings, TransportInfo
+from .stack import PjStack, StackSettings, TransportInfo
 
-__all__ = ["Decision", "PjStack", "StackSettings", "TransportInfo"]
+__all__ = ["PjStack", "StackSettings", "TransportInfo"]

@@ -132,8 +132,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.reason = str(ci.lastReason)
         if self.state is CallStateName.CONFIRMED and self.answer_time is None:
             self.answer_time = time.time()
-            if self.post_dial:
-                self.stack.start_post_dial(self)
+            self.stack.call_confirmed(self)
         if self.state is CallStateName.DISCONNECTED:
             # Release first: when the event is out, the recording WAV is complete.
             self.stack.call_ended(self)

@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..events import CallRejected, CallStateName, Event, IncomingDecision, RecordingSaved
 from ..sipuri import header_value, split_name_addr
-from ..state import AccountSnapshot, CallSnapshot, Limits
+from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from .account import PjAccount, build_config
 from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
@@ -92,18 +92,6 @@ class TransportInfo:
         return f"{self.kind}:{self.host}:{self.port}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    """What to do with a new inbound call: ``ring`` (180), ``answer`` (200),
-    ``reject`` (``code``) or ``forward`` (302 to ``contact``), after ``delay`` s."""
-
-    action: str = "ring"
-    code: int = 180
-    reason: str = "ringing"
-    delay: float = 0.0
-    contact: str = ""
-
-
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
 
 
@@ -135,6 +123,10 @@ class PjStack:
         self.settings = settings
         self._emit = emit
         self.incoming_policy: IncomingPolicy = _ring
+        #: ``autoHangUpTime``: hang up answered calls after this many seconds (0 = never).
+        self.auto_hangup_time = 0.0
+        #: ``autoRecording``: returns the WAV path for a just-answered call, or None.
+        self.auto_record: Callable[[CallSnapshot], str | None] | None = None
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
@@ -506,7 +498,7 @@ class PjStack:
         assert self.limits is not None
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
         if len(active) > self.limits.max_calls:
-            decision = Decision("reject", 486, "Busy Here")
+            decision = Decision("reject", 486, "over the engine's call capacity")
         else:
             try:
                 decision = self.incoming_policy(call.snapshot(), message)
@@ -529,12 +521,14 @@ class PjStack:
         if decision.delay > 0:
             now = dataclasses.replace(decision, delay=0)
             self.answer(call.number, 180)
-            self.schedule(decision.delay, lambda: self._apply_later(call.number, now))
+            self.schedule(decision.delay, functools.partial(self._apply_later, call.number, now))
             return
         if decision.action in ("ring", "answer"):
             self.answer(call.number, 180 if decision.action == "ring" else 200)
+        elif decision.action == "forward":
+            self.redirect(call.number, decision.contact, decision.code)
         else:
-            self.hangup(call.number, decision.code, decision.reason, decision.contact)
+            self.hangup(call.number, decision.code, decision.phrase)
 
     def _apply_later(self, number: int, decision: Decision) -> None:
         call = self.calls.get(number)
@@ -553,7 +547,21 @@ class PjStack:
         call.answer(prm)
         return call.snapshot()
 
-    def hangup(self, number: int, code: int = 0, reason: str = "", contact: str = "") -> None:
+    def redirect(self, number: int, target: str, code: int = 302) -> None:
+        """Answer a ringing call with a 3xx whose Contact is ``target``.
+
+        Through ``answer``, not ``hangup``: only the answer path lets our Contact
+        header stand in the response (pjsua's own sample does the same).
+        """
+        call = self.call(number)
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        hdr = pj.SipHeader()
+        hdr.hName, hdr.hValue = "Contact", f"<{target}>"
+        prm.txOption.headers.append(hdr)
+        call.answer(prm)
+
+    def hangup(self, number: int, code: int = 0, reason: str = "") -> None:
         call = self.call(number)
         if call.state is CallStateName.DISCONNECTED:
             return
@@ -562,11 +570,24 @@ class PjStack:
             prm.statusCode = code
         if reason:
             prm.reason = reason
-        if contact:
-            hdr = pj.SipHeader()
-            hdr.hName, hdr.hValue = "Contact", f"<{contact}>"
-            prm.txOption.headers.append(hdr)
         call.hangup(prm)
+
+    def call_confirmed(self, call: PjCall) -> None:
+        """MicroSIP's per-answer actions: post-dial DTMF, autoHangUpTime, autoRecording."""
+        if call.post_dial:
+            self.start_post_dial(call)
+        if self.auto_hangup_time > 0:
+            self.schedule(self.auto_hangup_time, functools.partial(self._auto_hangup, call.number))
+        if self.auto_record is not None and call.recorder is None:
+            path = self.auto_record(call.snapshot())
+            if path:
+                self.record(call.number, path)
+
+    def _auto_hangup(self, number: int) -> None:
+        call = self.calls.get(number)
+        if call is not None and call.state is CallStateName.CONFIRMED:
+            log.info("auto_hangup", call=number, after=self.auto_hangup_time)
+            self.hangup(number)
 
     def start_post_dial(self, call: PjCall) -> None:
         """MicroSIP's timing: the first group 1 s after the answer, each next one

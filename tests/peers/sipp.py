@@ -44,7 +44,14 @@ __all__ = [
 ]
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
-SCENARIOS = ("uac_wait_bye", "uac_send_bye", "uac_answer_or_busy", "uas_answer", "uas_ring")
+SCENARIOS = (
+    "uac_wait_bye",
+    "uac_send_bye",
+    "uac_answer_or_busy",
+    "uac_policy",
+    "uas_answer",
+    "uas_ring",
+)
 DEFAULT_TONE_HZ = 1000.0
 AUDIO_NAME = "audio.pcmu"
 # SIPp exit codes after running calls: 0 all succeeded, 1 some failed,
