@@ -20,7 +20,7 @@ from ..errors import EngineError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .lean import defer_import
+    from .lean import defer_import, release_free_memory
 
     defer_import("asyncio")  # structlog imports it; the service never uses it
     import structlog
@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("start_failed", error=exc.message, code=exc.code)
         manager.stop("start failed")
         return 1
+    release_free_memory()
     log.info(
         "ready",
         sip=manager.sip_addresses(),

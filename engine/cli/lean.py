@@ -39,3 +39,21 @@ def defer_import(name: str) -> None:
     """Put a deferred stand-in for ``name`` into ``sys.modules`` (if not loaded yet)."""
     if name not in sys.modules:
         sys.modules[name] = _Deferred(name)
+
+
+def release_free_memory() -> None:
+    """Give memory freed during start-up (the capacity probe's calls, parsing) back
+    to the OS: glibc keeps freed heap pages otherwise. A no-op without glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
