@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -76,3 +77,41 @@ password=alice-secret
     log = proc.log_path.read_text()
     assert "alice-secret" not in log
     assert '"event": "stopped"' in log
+
+
+def test_logs_never_carry_passwords_digests_or_srtp_keys(
+    tmp_path: Path, serve: list[ServeProcess], kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    """PJSIP at its highest allowed level prints every SIP message: REGISTER with its
+    Authorization header, and INVITEs whose SDP carries SRTP keys (a=crypto)."""
+    ini = f"""[Settings]
+accountId=1
+[Account1]
+server={kamailio.address}
+domain={kamailio.domain}
+username=alice
+password=alice-secret
+SRTP=optional
+[Engine]
+logLevel=debug
+pjsipLogLevel=9
+"""
+    proc = ServeProcess(tmp_path, ini)
+    serve.append(proc)
+    kamailio.wait_registrations("alice", 1)
+    uas = sipp_factory.uas("uas_ring", ring_timeout_ms=3000)
+    client = proc.client()
+    call = client.request("dial", target=uas.uri("ring"))
+    deadline = time.monotonic() + 10
+    while not [c for c in client.request("calls") if c["state"] == "early"]:
+        assert time.monotonic() < deadline, "no ringing"
+        time.sleep(0.05)
+    client.request("hangup", call=call["call"])
+    client.close()
+    proc.stop()
+    log = proc.log_path.read_text()
+    assert "REGISTER sip:" in log and "a=crypto" in log  # the messages were logged...
+    assert "alice-secret" not in log  # ...without the password,
+    assert re.search(r'response\s*=\s*"?[0-9a-f]{32}', log) is None  # the digest,
+    assert re.search(r"inline:[A-Za-z0-9+/]{20,}", log) is None  # or SRTP keys.
+    assert "Authorization: <redacted>" in log
