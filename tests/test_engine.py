@@ -6,6 +6,7 @@ audio is judged by measuring the dominant frequency of real recordings.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,42 @@ def test_alice_calls_bob_on_baresip_and_audio_flows_both_ways(
     bob_rec = bob.last_recording(10)
     brate, received = bob_rec.read_received()
     assert abs(dominant_frequency(received, brate, 0.5) - 1000.0) < 10
+
+
+def test_failed_registration_is_retried_with_backoff(kamailio: Kamailio, engines: Engines) -> None:
+    """403, then the registrar learns the password: the next retry (5 s) registers."""
+    _manager, events = engines.start(account_ini(kamailio, "carol", "carols-new-secret"))
+    failed = events.wait_for("registration", account=1, state="failed")
+    assert failed["retry_in"] == 5.0
+    kamailio.add_user("carol", "carols-new-secret")
+    retry = events.wait_for("registration", account=1, state="registering", timeout=8)
+    assert retry["time"] - failed["time"] >= 4.5
+    events.wait_for("registration", account=1, state="registered", timeout=5)
+    assert kamailio.wait_registrations("carol", 1)
+
+
+def test_a_raising_or_blocking_handler_delays_nothing(
+    engines: Engines, sipp_factory: SippFactory
+) -> None:
+    manager, events = engines.start()
+    release = threading.Event()
+
+    def blocking(_event: Any) -> None:
+        release.wait(10)  # a handler stuck for seconds on every event
+
+    def raising(_event: Any) -> None:
+        raise RuntimeError("handler bug")
+
+    manager.subscribe(blocking)
+    manager.subscribe(raising)
+    try:
+        sipp = sipp_factory.uac(local_uri(manager), "uac_send_bye", hold_ms=300)
+        incoming = events.wait_for("incoming_call", timeout=5)
+        early = events.wait_for("call_state", call=incoming["call"], state="early", timeout=5)
+        assert early["time"] - incoming["time"] < 0.1
+        failed = events.wait_for("handler_failed", timeout=5)
+        assert failed["handler"] == "raising" and "handler bug" in failed["error"]
+        manager.answer(incoming["call"])
+        assert sipp.wait(15).successful == 1
+    finally:
+        release.set()
