@@ -27,6 +27,8 @@ class EventType(enum.StrEnum):
     HANDLER_FAILED = "handler_failed"
     RECORDING_SAVED = "recording_saved"
     INCOMING_DECISION = "incoming_decision"
+    TRANSFER = "transfer"
+    MWI = "mwi"
     HOOK = "hook"
 
 
@@ -222,3 +224,30 @@ class HookRun(Event):
     exit_code: int | None = None
     seconds: float = 0.0
     error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransferProgress(Event):
+    """A transfer's progress. ``role`` "transferor": our REFER's NOTIFYs (``code`` of
+    the new call at the target; ``final`` when done). ``role`` "transferee": the far
+    end asked us to call ``target``; ``new_call`` is the call we placed."""
+
+    type: ClassVar[EventType] = EventType.TRANSFER
+    call: int
+    role: str
+    code: int
+    reason: str
+    final: bool
+    target: str = ""
+    new_call: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MessageWaiting(Event):
+    """MWI (RFC 3842) for an account with ``voicemailNumber``."""
+
+    type: ClassVar[EventType] = EventType.MWI
+    account: int
+    waiting: bool
+    new: int
+    old: int

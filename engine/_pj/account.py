@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 import structlog
 
-from ..events import IncomingCall, MessageReceived, MessageStatus, RegistrationChanged, RegState
+from ..events import (
+    IncomingCall,
+    MessageReceived,
+    MessageStatus,
+    MessageWaiting,
+    RegistrationChanged,
+    RegState,
+)
 from ..sipuri import header_value, split_name_addr, user_part
 from ..state import AccountSnapshot
 from .guard import callback
@@ -212,3 +219,24 @@ class PjAccount(pj.Account):  # type: ignore[misc]
                 reason=str(prm.reason),
             )
         )
+
+    @callback
+    def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
+        body = str(prm.rdata.wholeMsg).split("\r\n\r\n", 1)[-1]
+        waiting, new, old = parse_message_summary(body)
+        self.stack.emit(MessageWaiting(account=self.index, waiting=waiting, new=new, old=old))
+
+
+def parse_message_summary(body: str) -> tuple[bool, int, int]:
+    """RFC 3842 ``application/simple-message-summary``: waiting flag, new/old voice."""
+    waiting, new, old = False, 0, 0
+    for line in body.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "messages-waiting":
+            waiting = value.lower() == "yes"
+        elif key == "voice-message":
+            counts = value.split("(", 1)[0].strip().split("/")
+            if len(counts) == 2 and all(c.strip().isdigit() for c in counts):
+                new, old = int(counts[0]), int(counts[1])
+    return waiting, new, old

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 import structlog
 
-from ..events import CallState, CallStateName, DtmfReceived, MediaState, MessageReceived
+from ..events import (
+    CallState,
+    CallStateName,
+    DtmfReceived,
+    MediaState,
+    MessageReceived,
+    TransferProgress,
+)
 from ..sipuri import split_name_addr, user_part
 from ..state import CallSnapshot
 from .guard import callback
@@ -160,6 +167,40 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.stack.emit(DtmfReceived(call=self.number, digit=str(prm.digit), method=method))
 
     @callback
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        """We are being transferred (REFER): accept and place the new call ourselves."""
+        target = str(prm.dstUri)
+        new = self.stack.adopt_transfer(self, target)
+        prm.newCall = new  # pjsua2 needs the Call object alive: the stack owns it
+        prm.statusCode = 202
+        self.stack.emit(
+            TransferProgress(
+                call=self.number,
+                role="transferee",
+                code=202,
+                reason="Accepted",
+                final=False,
+                target=split_name_addr(target)[1],
+                new_call=new.number,
+            )
+        )
+
+    @callback
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        code, final = int(prm.statusCode), bool(prm.finalNotify)
+        self.stack.emit(
+            TransferProgress(
+                call=self.number,
+                role="transferor",
+                code=code,
+                reason=str(prm.reason),
+                final=final,
+            )
+        )
+        if final and 200 <= code < 300:
+            self.stack.transfer_done(self.number)  # MicroSIP drops its leg once it worked
+
+    @callback
     def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
         self.stack.emit(
             MessageReceived(
@@ -195,6 +236,9 @@ class PjCall(pj.Call):  # type: ignore[misc]
         adm = self.stack.endpoint.audDevManager()
         adm.getCaptureDevMedia().startTransmit(am)
         am.startTransmit(adm.getPlaybackDevMedia())
+        # What the far end hears ("microphone" level; 0 = muted).
+        am.adjustTxLevel(self.stack.mixer.effective_mic())
+        self.stack.mixer.relink(self)
         if self.player is not None:
             self.player.startTransmit(am)
         if self.recorder is not None:

@@ -42,7 +42,10 @@ from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
 from .guard import PJ_ETOOMANY, callback, clear_last_exception, translate
 from .logwriter import StructlogWriter, log_config
+from .mixer import Mixer
 from .probe import probe_max_calls
+from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
+from .transports import TransportInfo, bind_transports, set_codecs
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
@@ -58,8 +61,8 @@ MAX_ACCOUNTS = 8
 MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
-EADDRINUSE = 120098
 _ONE_PER_PROCESS = threading.Lock()
+ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +83,9 @@ class StackSettings:
     max_calls: int = 0
     pjsip_log_level: int = 3
     tls_ca_file: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class TransportInfo:
-    kind: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.host}:{self.port}"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify_server: bool = True
 
 
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
@@ -148,6 +144,7 @@ class PjStack:
         self.calls: dict[int, PjCall] = {}
         self._graveyard: list[Any] = []
         self.messenger = Messenger()
+        self.mixer = Mixer(self)
         self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
 
@@ -283,7 +280,7 @@ class PjStack:
 
     def _create(self) -> None:
         s = self.settings
-        with _quiet_stdout():
+        with quiet_stdout():
             ep = _Endpoint(self)
             self.endpoint = ep
             ep.libCreate()
@@ -303,9 +300,9 @@ class PjStack:
             log_config(cfg.logConfig, s.pjsip_log_level, self._writer)
             ep.libInit(cfg)
         ep.audDevManager().setNullDev()
-        self._create_transports()
+        self.transports, self._wake_addr = bind_transports(ep, s)
         ep.libStart()
-        self._set_codecs()
+        set_codecs(ep, s.codecs)
         assert self._writer is not None
         self._writer.muted = True  # the probe ends on an expected PJ_ETOOMANY
         try:
@@ -322,71 +319,6 @@ class PjStack:
             tls="tls" in self.transports,
             codecs=codecs,
         )
-
-    def _create_transports(self) -> None:
-        """UDP first (it is also the wake-up channel), then TCP on the same port."""
-        s = self.settings
-        kinds = ("udp", *[k for k in s.transports if k != "udp"])
-        ports = [s.sip_port] + ([0] * 5 if s.port_fallback else [])
-        last: EngineError | None = None
-        for port in ports:
-            try:
-                self._bind_all(kinds, port)
-                return
-            except pj.Error as exc:
-                last = translate(f"binding SIP port {port or 'auto'}", exc)
-                self._close_transports()
-                if exc.status != EADDRINUSE and port != 0:
-                    break
-        assert last is not None
-        raise last
-
-    def _bind_all(self, kinds: tuple[str, ...], port: int) -> None:
-        assert self.endpoint is not None
-        types = {
-            "udp": pj.PJSIP_TRANSPORT_UDP,
-            "tcp": pj.PJSIP_TRANSPORT_TCP,
-            "tls": pj.PJSIP_TRANSPORT_TLS,
-        }
-        for kind in kinds:
-            tc = pj.TransportConfig()
-            tc.port = 0 if kind == "tls" else port
-            tc.boundAddress = self.settings.bind_address
-            tc.publicAddress = self.settings.public_address
-            if kind == "tls":
-                tc.tlsConfig.verifyServer = True
-                tc.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
-                if self.settings.tls_ca_file:
-                    tc.tlsConfig.CaListFile = self.settings.tls_ca_file
-            tid = self.endpoint.transportCreate(types[kind], tc)
-            info = self.endpoint.transportGetInfo(tid)
-            host, _, bound = str(info.localName).rpartition(":")
-            self.transports[kind] = (tid, TransportInfo(kind, host, int(bound)))
-            if kind == "udp":
-                port = int(bound)
-                wake_host = self.settings.bind_address or "127.0.0.1"
-                if wake_host in ("0.0.0.0", "127.0.0.1", "localhost"):
-                    self._wake_addr = ("127.0.0.1", port)
-
-    def _close_transports(self) -> None:
-        assert self.endpoint is not None
-        for tid, _ in self.transports.values():
-            with contextlib.suppress(pj.Error):
-                self.endpoint.transportClose(tid)
-        self.transports.clear()
-        self._wake_addr = None
-
-    def _set_codecs(self) -> None:
-        """Only the listed codecs, in order (speex would win by default and garble)."""
-        assert self.endpoint is not None
-        wanted = [c.lower() for c in self.settings.codecs]
-        for info in self.endpoint.codecEnum2():
-            cid = str(info.codecId)
-            prio = 0
-            for rank, name in enumerate(wanted):
-                if cid.lower() == name or cid.lower().startswith(name + "/"):
-                    prio = max(1, 255 - rank)
-            self.endpoint.codecSetPriority(cid, prio)
 
     # -- accounts -----------------------------------------------------------------
 
@@ -457,6 +389,7 @@ class PjStack:
         headers: dict[str, str],
         post_dial: tuple[str, ...] = (),
         dtmf_method: int = 0,
+        hide_cid: str = "",
     ) -> CallSnapshot:
         assert self.endpoint is not None and self.limits is not None
         if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:", "tel:")):
@@ -468,6 +401,10 @@ class PjStack:
             )
         pj_acc = self.account(account)
         prm = pj.CallOpParam(True)
+        if hide_cid in ("1", "hard"):  # MicroSIP: anonymous From
+            prm.txOption.localUri = ANONYMOUS
+        elif hide_cid:  # any other value: ask the network to hide us
+            headers = {"Privacy": "id", **headers}
         for name, value in headers.items():
             hdr = pj.SipHeader()
             hdr.hName, hdr.hValue = name, value
@@ -618,18 +555,40 @@ class PjStack:
             raise InvalidTargetError("transfer target too long")
         transfer(self.call(number), uri)
 
+    def transfer_attended(self, number: int, to_number: int) -> None:
+        """REFER ``number``'s party to ``to_number``'s, with Replaces (both ours)."""
+        call, other = self.call(number), self.call(to_number)
+        for c in (call, other):
+            if c.state is not CallStateName.CONFIRMED:
+                raise EngineError(f"call {c.number} is not answered", code="invalid_state")
+        call.xferReplaces(other, pj.CallOpParam(True))
+
+    def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
+        """The Call object for the call pjsua places when we are transferred."""
+        new = PjCall(self, call.account, self.account(call.account), -1, "out")
+        new.started = True
+        new.remote_uri = split_name_addr(target)[1]
+        self.calls[new.number] = new
+        return new
+
+    def transfer_done(self, number: int) -> None:
+        call = self.calls.get(number)
+        if call is not None and call.state is not CallStateName.DISCONNECTED:
+            self.hangup(number)
+
     def send_message(self, account: int, uri: str, text: str) -> None:
         if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:")):
             raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
         self.messenger.send(self.account(account), uri, text)
 
     def call_ended(self, call: PjCall) -> None:
+        self.mixer.forget(call.number)
         call.release_media()
         self.calls.pop(call.number, None)
         self._graveyard.append(call)
 
     def play(self, number: int, path: str, loop: bool) -> None:
-        _check_file(path)
+        check_file(path)
         self.call(number).play(path, loop)
 
     def record(self, number: int, path: str) -> None:
@@ -724,67 +683,9 @@ class PjStack:
             self._check_recordings(force=True)
         clear_last_exception()
         gc.collect()
-        _disown_survivors()
+        disown_survivors()
         if self.endpoint is not None:
             with contextlib.suppress(pj.Error):
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
         self._writer = None
-
-
-_OWNED_TYPES = (
-    pj.Call,
-    pj.Account,
-    pj.Buddy,
-    pj.AudioMediaPlayer,
-    pj.AudioMediaRecorder,
-    pj.ToneGenerator,
-)
-
-
-def _disown_survivors() -> None:
-    """Last line of defence before ``libDestroy``: a pjsua2 object still referenced
-    somewhere would run its C++ destructor after the library is gone and abort the
-    interpreter. Disowned, it is never destroyed (a small leak at exit instead)."""
-    for obj in gc.get_objects():
-        if isinstance(obj, _OWNED_TYPES) and getattr(obj, "thisown", False):
-            log.warning("pjsua2_object_survived", type=type(obj).__name__)
-            obj.thisown = False
-
-
-def wav_finalised(path: str) -> tuple[bool, int, float]:
-    """(header final, file size, seconds): pjmedia writes RIFF size 0 until it closes."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(44)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return False, 0, 0.0
-    if len(head) < 44 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return False, size, 0.0
-    done = int.from_bytes(head[4:8], "little") > 0
-    byte_rate = int.from_bytes(head[28:32], "little")
-    return done, size, (size - 44) / byte_rate if byte_rate else 0.0
-
-
-def _check_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise NotFoundError(f"no such WAV file: {path}")
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """PJSIP prints to stdout until a LogWriter is installed by libInit."""
-    try:
-        saved = os.dup(1)
-    except OSError:
-        yield
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)

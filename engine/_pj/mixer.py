@@ -1,0 +1,124 @@
+"""The conference bridge: microphone/speaker levels and mute, and local conferences.
+
+pjsua re-creates a call's bridge slot on some media updates (an UPDATE after a
+multi-codec answer, hold/resume), so every link made here is re-made from this
+state whenever a call's audio is (re)connected (:meth:`Mixer.relink`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from ..errors import EngineError
+
+if TYPE_CHECKING:
+    from .call import PjCall
+    from .stack import PjStack
+
+#: MicroSIP's volumes are 0..100 with 100 = unchanged; the bridge takes a factor.
+MAX_VOLUME = 100
+
+
+class Mixer:
+    """Levels and conference links, owned by the pjsua2 thread."""
+
+    def __init__(self, stack: PjStack) -> None:
+        self.stack = stack
+        self.mic_volume = MAX_VOLUME
+        self.speaker_volume = MAX_VOLUME
+        self.mic_muted = False
+        self.speaker_muted = False
+        self.conference: set[int] = set()
+
+    # -- levels -------------------------------------------------------------------
+
+    def effective_mic(self) -> float:
+        return 0.0 if self.mic_muted else self.mic_volume / MAX_VOLUME
+
+    def effective_speaker(self) -> float:
+        return 0.0 if self.speaker_muted else self.speaker_volume / MAX_VOLUME
+
+    def set_levels(
+        self,
+        *,
+        mic_muted: bool | None = None,
+        speaker_muted: bool | None = None,
+        mic_volume: int | None = None,
+        speaker_volume: int | None = None,
+    ) -> dict[str, int | bool]:
+        if mic_muted is not None:
+            self.mic_muted = mic_muted
+        if speaker_muted is not None:
+            self.speaker_muted = speaker_muted
+        if mic_volume is not None:
+            self.mic_volume = max(0, min(MAX_VOLUME, mic_volume))
+        if speaker_volume is not None:
+            self.speaker_volume = max(0, min(MAX_VOLUME, speaker_volume))
+        self.apply()
+        return self.state()
+
+    def state(self) -> dict[str, int | bool]:
+        return {
+            "mic_muted": self.mic_muted,
+            "speaker_muted": self.speaker_muted,
+            "mic_volume": self.mic_volume,
+            "speaker_volume": self.speaker_volume,
+        }
+
+    def apply(self) -> None:
+        """Push the levels to the bridge: the speaker and every call's outgoing audio."""
+        assert self.stack.endpoint is not None
+        playback = self.stack.endpoint.audDevManager().getPlaybackDevMedia()
+        playback.adjustTxLevel(self.effective_speaker())
+        for call in list(self.stack.calls.values()):
+            am = call.audio_media()
+            if am is not None:
+                am.adjustTxLevel(self.effective_mic())
+
+    # -- conference ------------------------------------------------------------------
+
+    def merge(self, numbers: list[int]) -> list[int]:
+        """Everyone in ``numbers`` (and anyone already conferenced) hears everyone."""
+        for number in numbers:
+            if self.stack.call(number).audio_media() is None:
+                raise EngineError(f"call {number} has no active audio", code="invalid_state")
+        self.conference.update(numbers)
+        self._link_all()
+        return sorted(self.conference)
+
+    def split(self, numbers: list[int] | None = None) -> list[int]:
+        """Take ``numbers`` (default: everyone) out of the conference."""
+        leaving = set(self.conference if numbers is None else numbers) & self.conference
+        for a, b in itertools.permutations(leaving | self.conference, 2):
+            if a in leaving or b in leaving:
+                self._link(a, b, on=False)
+        self.conference -= leaving
+        return sorted(self.conference)
+
+    def relink(self, call: PjCall) -> None:
+        if call.number in self.conference:
+            self._link_all()
+
+    def forget(self, number: int) -> None:
+        self.conference.discard(number)
+
+    def _link_all(self) -> None:
+        for a, b in itertools.permutations(self.conference, 2):
+            self._link(a, b, on=True)
+
+    def _link(self, a: int, b: int, *, on: bool) -> None:
+        src, dst = self.stack.calls.get(a), self.stack.calls.get(b)
+        if src is None or dst is None:
+            return
+        am_src, am_dst = src.audio_media(), dst.audio_media()
+        if am_src is None or am_dst is None:
+            return
+        with contextlib.suppress(pj.Error):
+            if on:
+                am_src.startTransmit(am_dst)
+            else:
+                am_src.stopTransmit(am_dst)
