@@ -101,13 +101,13 @@ _HANDLERS: dict[type[g.Action], Callable[[CallManager, Any], Any]] = {
     g.Minimized: lambda m, a: None,
     g.Noop: lambda m, a: None,
     g.Reset: _unsupported("/reset (deleting the settings)"),
-    g.MicMute: _unsupported("microphone mute"),
-    g.MicUnmute: _unsupported("microphone mute"),
-    g.MicMuteToggle: _unsupported("microphone mute"),
-    g.SpeakMute: _unsupported("speaker mute"),
-    g.SpeakUnmute: _unsupported("speaker mute"),
-    g.SpeakMuteToggle: _unsupported("speaker mute"),
-    g.Volume: _unsupported("volume steps"),
+    g.MicMute: lambda m, a: m.audio_levels(mic_muted=True),
+    g.MicUnmute: lambda m, a: m.audio_levels(mic_muted=False),
+    g.MicMuteToggle: lambda m, a: m.toggle_mute("mic"),
+    g.SpeakMute: lambda m, a: m.audio_levels(speaker_muted=True),
+    g.SpeakUnmute: lambda m, a: m.audio_levels(speaker_muted=False),
+    g.SpeakMuteToggle: lambda m, a: m.toggle_mute("speaker"),
+    g.Volume: lambda m, a: m.volume_step(a.device, a.step),
 }
 
 

@@ -46,6 +46,16 @@ class _Queued:
                 log.exception("queued_command_crashed", error=repr(exc))
 
 
+def _numbers(text: str) -> list[int] | None:
+    """``"1,2"`` → [1, 2]; empty → None (the command's default)."""
+    if not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise CommandError(f"calls must be numbers separated by commas, not {text!r}") from None
+
+
 def build_registry(m: CallManager) -> CommandRegistry:
     """Every engine command, bound to ``m``."""
     reg = CommandRegistry()
@@ -97,6 +107,35 @@ def build_registry(m: CallManager) -> CommandRegistry:
         lambda target, call=None: m.transfer(target, call),
         help="Blind transfer (REFER) to a number or SIP URI.",
         params={"target": str, "call": int | None},
+    )
+    reg.register(
+        "transfer_attended",
+        lambda call, to_call: m.transfer_attended(call, to_call),
+        help="Attended transfer: connect call's party with to_call's (REFER/Replaces).",
+        params={"call": int, "to_call": int},
+    )
+    reg.register(
+        "conference",
+        lambda calls="": {"conference": m.conference(_numbers(calls))},
+        help="Merge calls on the local bridge (calls: '1,2'; default every answered one).",
+        params={"calls": str | None},
+    )
+    reg.register(
+        "split",
+        lambda calls="": {"conference": m.split(_numbers(calls))},
+        help="Take calls (default: all) out of the conference.",
+        params={"calls": str | None},
+    )
+    reg.register(
+        "audio",
+        lambda **kw: m.audio_levels(**kw),
+        help="Mute/unmute microphone or speaker, set volumes (0-100, saved).",
+        params={
+            "mic_muted": bool | None,
+            "speaker_muted": bool | None,
+            "mic_volume": int | None,
+            "speaker_volume": int | None,
+        },
     )
     reg.register(
         "dtmf",

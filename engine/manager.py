@@ -30,6 +30,9 @@ ENGINE_VERSION = "0.1.0"
 
 T = TypeVar("T")
 
+#: Volume change per MicroSIP micup/micdown/speakup/speakdown (0-100 scale).
+VOLUME_STEP = 10
+
 
 class CallManager:
     """Accounts, calls and events of one headless softphone."""
@@ -79,6 +82,12 @@ class CallManager:
             self._started = True
             self.started_at = time.time()
         try:
+            s = self.config.settings
+            self._run(
+                lambda: self._stack.mixer.set_levels(
+                    mic_volume=s.volume_input, speaker_volume=s.volume_output
+                )
+            )
             for index, acc in self._wanted_accounts():
                 self._add_account(index, acc)
         except BaseException:
@@ -218,8 +227,9 @@ class CallManager:
         index = self.default_account() if account is None else account
         uri = self.target_uri(target, index)
         method = self.config.settings.dtmf_method
+        hide = self.account_config(index).hide_cid
         return self._run(
-            self._stack.make_call, index, uri, dict(headers or {}), tuple(post_dial), method
+            self._stack.make_call, index, uri, dict(headers or {}), tuple(post_dial), method, hide
         )
 
     def dial_when_registered(
@@ -347,6 +357,50 @@ class CallManager:
         index = self.default_account() if account is None else account
         self._run(self._stack.send_message, index, self.target_uri(target, index), text)
 
+    def transfer_attended(self, call: int, to_call: int) -> None:
+        """Attended transfer: REFER ``call``'s party to ``to_call``'s (with Replaces)."""
+        self._run(self._stack.transfer_attended, call, to_call)
+
+    def conference(self, calls: list[int] | None = None) -> list[int]:
+        """Merge calls on the local bridge (default: every answered call)."""
+        numbers = calls or [c.call for c in self.calls() if c.state == "confirmed"]
+        if len(numbers) < 2 and not calls:
+            raise EngineError("a conference needs two answered calls", code="invalid_state")
+        return self._run(self._stack.mixer.merge, numbers)
+
+    def split(self, calls: list[int] | None = None) -> list[int]:
+        """Take calls (default: all) out of the conference; returns who is left in it."""
+        return self._run(self._stack.mixer.split, calls)
+
+    # -- audio levels: MicroSIP's mute buttons and volume steps --------------------
+
+    def audio_levels(self, **changes: Any) -> dict[str, Any]:
+        """Set ``mic_muted`` / ``speaker_muted`` / ``mic_volume`` / ``speaker_volume``
+        (0-100); volumes are saved as ``volumeInput`` / ``volumeOutput``."""
+        state = self._run(lambda: self._stack.mixer.set_levels(**changes))
+        saved = (
+            {("Settings", "volumeInput"): str(state["mic_volume"])}
+            if "mic_volume" in changes
+            else {}
+        )
+        if "speaker_volume" in changes:
+            saved[("Settings", "volumeOutput")] = str(state["speaker_volume"])
+        if saved:
+            with self._lock:
+                self.config = self.config.with_values(saved)
+        return state
+
+    def toggle_mute(self, device: str) -> dict[str, Any]:
+        key = "mic_muted" if device == "mic" else "speaker_muted"
+        current = self._run(self._stack.mixer.state)
+        return self.audio_levels(**{key: not current[key]})
+
+    def volume_step(self, device: str, step: int) -> dict[str, Any]:
+        """MicroSIP's micup/micdown/speakup/speakdown: VOLUME_STEP per click."""
+        key = "mic_volume" if device == "mic" else "speaker_volume"
+        current = self._run(self._stack.mixer.state)
+        return self.audio_levels(**{key: int(current[key]) + step * VOLUME_STEP})
+
     # -- accounts: switching and passwords (MicroSIP's /account: and /password:) ----
 
     def switch_account(self, index: int) -> AccountSnapshot | None:
@@ -399,6 +453,7 @@ class CallManager:
             "control": self.control,
             "capacity": {"max_calls": self.limits.max_calls, "calls": len(self.calls())},
             "toggles": dataclasses.asdict(self.toggles),
+            "audio": self._run(self._stack.mixer.state),
             "limits": self.limits.to_dict(),
             "accounts": [a.to_dict() for a in self.accounts()],
             "calls": [c.to_dict(now) for c in self.calls()],

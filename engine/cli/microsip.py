@@ -26,6 +26,8 @@ from ..errors import EngineError
 from ..grammar import join_argv, launcher_action, parse_command_line
 
 START_TIMEOUT = 15.0
+#: How long ``/exit`` waits for the engine to finish stopping (hang-ups, un-REGISTER).
+EXIT_TIMEOUT = 10.0
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -77,6 +79,23 @@ def start_engine(path: str) -> ControlClient:
     raise EngineError(f"the engine did not answer within {START_TIMEOUT:.0f} s; see {log_path}")
 
 
+def stop_engine(client: ControlClient) -> int:
+    """Send ``exit`` and return once the engine has stopped (it closes its control
+    socket after hanging up and un-REGISTERing), so ``microsip /exit; microsip 123``
+    starts a fresh engine instead of handing the call to one that is going away."""
+    with client.events(["engine_stopping"], idle_timeout=EXIT_TIMEOUT) as stream:
+        client.request("exit")
+        try:
+            for _event in stream:  # ends when the engine closes the connection
+                pass
+        except ControlError as exc:
+            if exc.code == "timeout":
+                return _fail(f"the engine did not stop within {EXIT_TIMEOUT:.0f} s")
+            if exc.code != "disconnected":
+                raise
+    return 0
+
+
 def run(argv: Sequence[str]) -> int:
     line = join_argv(list(argv))
     what = launcher_action(line)
@@ -86,9 +105,7 @@ def run(argv: Sequence[str]) -> int:
             parse_command_line(line)  # a malformed line fails here, engine or not
         client = _running(path)
         if what == "exit":
-            if client is not None:
-                client.request("exit")
-            return 0
+            return 0 if client is None else stop_engine(client)
         if what == "reset":
             return _fail("/reset is not supported: the engine never deletes microsip.ini", 2)
         if client is None:

@@ -34,7 +34,7 @@ from ..errors import EngineError
 from ..events import Event, EventType
 from .paths import ensure_private_dir
 
-__all__ = ["MAX_EVENT_BACKLOG", "MAX_LINE", "ControlServer"]
+__all__ = ["MAX_EVENT_BACKLOG", "MAX_LINE", "ControlServer", "StreamServer"]
 
 log = structlog.get_logger("engine.control")
 
@@ -167,19 +167,31 @@ class _Subscriber:
 
 
 class _Connection:
-    """One accepted client: reads request lines, replies, maybe becomes a stream."""
+    """One accepted client: reads request lines, replies, maybe becomes a stream.
 
-    def __init__(self, server: ControlServer, sock: socket.socket, name: str, pid: int) -> None:
+    The same for every transport; a transport that must check something first
+    (the TCP listener's token) overrides :meth:`authenticate`.
+    """
+
+    def __init__(self, server: StreamServer, sock: socket.socket, name: str, **peer: Any) -> None:
         self.server = server
         self.sock = sock
         self.name = name
-        self.log = log.bind(client=name, peer_pid=pid)
+        self.log = log.bind(client=name, **peer)
         self.events: _EventBuffer | None = None
         self.thread = threading.Thread(target=self.run, name=name, daemon=True)
 
+    def authenticate(self, lines: Iterator[bytes | None]) -> bool:
+        """Called before the first request: may consume lines from ``lines``.
+        ``False`` ends the connection without executing anything."""
+        return True
+
     def run(self) -> None:
         try:
-            for line in self._lines():
+            lines = self._lines()
+            if not self.authenticate(lines):
+                return
+            for line in lines:
                 if line is None:
                     limit = self.server.max_line
                     self._send(_error(None, "too_large", f"request line over {limit} bytes"))
@@ -340,7 +352,151 @@ def _refuse(sock: socket.socket, code: str, message: str) -> None:
     sock.close()
 
 
-class ControlServer:
+class StreamServer:
+    """What every control listener shares: the client limit, one thread per
+    connection, the accept loop and an orderly close. A subclass binds the
+    listening socket (:meth:`_start_accepting`) and admits each accepted
+    socket (:meth:`_admit`, which ends with :meth:`_serve`)."""
+
+    #: Name of the accept thread and prefix of the connections' names.
+    kind = "control"
+
+    def __init__(
+        self,
+        registry: CommandRegistry,
+        bus: EventBus,
+        *,
+        max_line: int = MAX_LINE,
+        max_clients: int = 64,
+        max_event_backlog: int = MAX_EVENT_BACKLOG,
+    ) -> None:
+        self.registry = registry
+        self.bus = bus
+        self.max_line = max_line
+        self.max_clients = max_clients
+        self.max_event_backlog = max_event_backlog
+        self._lock = threading.Lock()
+        self._clients: set[_Connection] = set()
+        self._numbers = itertools.count(1)
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    @property
+    def client_count(self) -> int:
+        """Connections currently being served (request/reply and streams)."""
+        with self._lock:
+            return len(self._clients)
+
+    def _start_accepting(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"{self.kind}-accept", daemon=True
+        )
+        self._accept_thread.start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._closing.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    self._accept_one(self._listener)
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+            log.error(f"{self.kind}_accept_failed", error=repr(exc))
+            self._closing.wait(0.1)
+            return
+        try:
+            self._admit(sock)
+        except Exception:  # never let one connection stop the accept loop
+            log.exception(f"{self.kind}_admit_failed")
+            sock.close()
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Check the peer, then :meth:`_serve` it (or refuse it)."""
+        raise NotImplementedError
+
+    def _connection(self, sock: socket.socket, name: str, **peer: Any) -> _Connection:
+        """The connection object for an admitted socket (a subclass may specialise it)."""
+        return _Connection(self, sock, name, **peer)
+
+    def _serve(self, sock: socket.socket, **peer: Any) -> None:
+        """Serve ``sock`` on its own thread, unless the client limit is reached."""
+        conn = self._connection(sock, f"{self.kind}-{next(self._numbers)}", **peer)
+        with self._lock:
+            busy = len(self._clients) >= self.max_clients
+            if not busy:
+                self._clients.add(conn)
+        if busy:
+            log.warning(f"{self.kind}_busy", max_clients=self.max_clients, **peer)
+            _refuse(sock, "busy", f"too many control clients (max {self.max_clients})")
+            return
+        try:
+            conn.thread.start()
+        except RuntimeError:
+            self._forget(conn)
+            raise
+
+    def _forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._clients.discard(conn)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop accepting, drop every client, release the address. Never raises.
+
+        May be called from a command (``exit``): that command's reply is still sent,
+        then its connection ends too.
+        """
+        try:
+            self._close(timeout)
+        except Exception:
+            log.exception(f"{self.kind}_close_failed")
+
+    def _close(self, timeout: float) -> None:
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener_closed()
+        with self._lock:
+            clients = list(self._clients)
+        for conn in clients:
+            if conn.thread is not threading.current_thread():
+                conn.shutdown()
+        for conn in clients:
+            if conn.thread is not threading.current_thread():  # close() from a command
+                conn.thread.join(timeout / max(1, len(clients)))
+        self._wake_r.close()
+        self._wake_w.close()
+        self._closed()
+
+    def _listener_closed(self) -> None:
+        """Hook: the listening socket is closed (clients are still connected)."""
+
+    def _closed(self) -> None:
+        """Hook: everything is closed."""
+
+
+class ControlServer(StreamServer):
     """Serves ``registry`` and ``bus`` on a Unix stream socket at ``path``.
 
     Only processes of our own effective uid are served (``SO_PEERCRED``; root is
@@ -358,31 +514,16 @@ class ControlServer:
         max_clients: int = 64,
         max_event_backlog: int = MAX_EVENT_BACKLOG,
     ) -> None:
-        self.registry = registry
-        self.bus = bus
+        super().__init__(
+            registry,
+            bus,
+            max_line=max_line,
+            max_clients=max_clients,
+            max_event_backlog=max_event_backlog,
+        )
         self.path = os.path.abspath(path)
-        self.max_line = max_line
-        self.max_clients = max_clients
-        self.max_event_backlog = max_event_backlog
-        self._lock = threading.Lock()
-        self._clients: set[_Connection] = set()
-        self._numbers = itertools.count(1)
-        self._listener: socket.socket | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._closing = threading.Event()
-        self._accept_thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._inode: tuple[int, int] | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self._closing.is_set()
-
-    @property
-    def client_count(self) -> int:
-        """Connections currently being served (request/reply and streams)."""
-        with self._lock:
-            return len(self._clients)
 
     def start(self) -> None:
         """Create the private directory, claim the path and start accepting."""
@@ -394,14 +535,11 @@ class ControlServer:
         self._take_lock()
         try:
             self._clear_stale()
-            self._listener = self._bind()
+            listener = self._bind()
         except BaseException:
             self._release_lock()
             raise
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name="control-accept", daemon=True
-        )
-        self._accept_thread.start()
+        self._start_accepting(listener)
         log.info("control_listening", path=self.path)
 
     def _take_lock(self) -> None:
@@ -456,34 +594,8 @@ class ControlServer:
             raise EngineError(f"cannot listen on {self.path}: {exc.strerror or exc}") from exc
         return listener
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._listener, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._closing.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._wake_r:
-                        return
-                    self._accept_one(self._listener)
-
-    def _accept_one(self, listener: socket.socket) -> None:
-        try:
-            sock, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-            log.error("control_accept_failed", error=repr(exc))
-            self._closing.wait(0.1)
-            return
-        try:
-            self._admit(sock)
-        except Exception:  # never let one connection stop the accept loop
-            log.exception("control_admit_failed")
-            sock.close()
-
     def _admit(self, sock: socket.socket) -> None:
-        """Check the peer's uid and the client limit, then serve it on a thread."""
+        """Check the peer's uid, then serve it (or refuse it)."""
         sock.setblocking(True)
         try:
             pid, uid, _gid = _peer_credentials(sock)
@@ -495,57 +607,12 @@ class ControlServer:
             log.warning("control_forbidden", peer_uid=uid, peer_pid=pid)
             _refuse(sock, "forbidden", "only the engine's own user may use this socket")
             return
-        conn = _Connection(self, sock, f"control-{next(self._numbers)}", pid)
-        with self._lock:
-            busy = len(self._clients) >= self.max_clients
-            if not busy:
-                self._clients.add(conn)
-        if busy:
-            log.warning("control_busy", peer_pid=pid, max_clients=self.max_clients)
-            _refuse(sock, "busy", f"too many control clients (max {self.max_clients})")
-            return
-        try:
-            conn.thread.start()
-        except RuntimeError:
-            self._forget(conn)
-            raise
+        self._serve(sock, peer_pid=pid)
 
-    def _forget(self, conn: _Connection) -> None:
-        with self._lock:
-            self._clients.discard(conn)
+    def _listener_closed(self) -> None:
+        self._remove_socket_file()
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop accepting, drop every client, remove the socket file. Never raises.
-
-        May be called from a command (``exit``): that command's reply is still sent,
-        then its connection ends too.
-        """
-        try:
-            self._close(timeout)
-        except Exception:
-            log.exception("control_close_failed", path=self.path)
-
-    def _close(self, timeout: float) -> None:
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout)
-        if self._listener is not None:
-            self._listener.close()
-            self._remove_socket_file()
-        with self._lock:
-            clients = list(self._clients)
-        for conn in clients:
-            if conn.thread is not threading.current_thread():
-                conn.shutdown()
-        for conn in clients:
-            if conn.thread is not threading.current_thread():  # close() from a command
-                conn.thread.join(timeout / max(1, len(clients)))
-        self._wake_r.close()
-        self._wake_w.close()
+    def _closed(self) -> None:
         self._release_lock()
         log.info("control_closed", path=self.path)
 

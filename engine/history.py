@@ -1,0 +1,371 @@
+"""Call history in SQLite: MicroSIP 3.22's ``call_log`` table plus integrator columns.
+
+MicroSIP 3.22 keeps its call log in SQLite as ``call_log(id, callId, number, name,
+type, time, duration, info)`` and keeps 1000 rows. Its values, from its source:
+``type`` is ``MSIP_CALL_OUT`` 0, ``MSIP_CALL_IN`` 1 or ``MSIP_CALL_MISS`` 2 (an
+inbound call logged as missed becomes 1 once answered); ``time`` is the Unix time
+the call started and ``duration`` the whole seconds it was connected; ``number`` is
+the remote user alone when the remote domain is the account's, else
+``user@domain``; ``info`` is the status text of a call that did not end with 200.
+
+This table adds, for integrators: ``direction`` (``in``/``out``), ``account``,
+``sip_code`` and ``sip_reason`` (the final SIP status), ``remote_uri``, and
+``start_time``/``answer_time``/``end_time`` as Unix times with fractions
+(``answer_time`` NULL when never answered). An existing MicroSIP database gains
+the extra columns on first use.
+
+The manager calls :meth:`CallHistory.handle` synchronously for every event *before*
+publishing it: :meth:`~CallHistory.observe` notes start and answer times, and
+:meth:`~CallHistory.record_end` inserts the row of a disconnected call and commits
+before it returns, so once anyone has seen a call end, its row is on disk even if
+the engine is killed right after. Nothing here ever raises into the caller: a
+broken or locked database is logged (``history_open_failed``,
+``history_write_failed``) and the engine keeps running.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import EngineSettings
+from .events import CallState, CallStateName, Event, IncomingCall
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "TYPE_IN",
+    "TYPE_MISSED",
+    "TYPE_OUT",
+    "CallHistory",
+    "default_history_path",
+    "read_history",
+]
+
+log = structlog.get_logger("engine.history")
+
+#: MicroSIP keeps this many calls.
+DEFAULT_MAX_ROWS = 1000
+TYPE_OUT, TYPE_IN, TYPE_MISSED = 0, 1, 2
+FILE_NAME = "history.sqlite3"
+
+_CREATE = """
+CREATE TABLE IF NOT EXISTS call_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    callId TEXT NOT NULL,
+    number TEXT NOT NULL,
+    name TEXT NOT NULL,
+    type INTEGER,
+    time INTEGER,
+    duration INTEGER,
+    info TEXT NOT NULL
+)
+"""
+#: Integrator columns (added to a MicroSIP database that lacks them).
+_EXTRA_COLUMNS: Mapping[str, str] = {
+    "direction": "TEXT NOT NULL DEFAULT ''",
+    "account": "INTEGER NOT NULL DEFAULT 0",
+    "sip_code": "INTEGER NOT NULL DEFAULT 0",
+    "sip_reason": "TEXT NOT NULL DEFAULT ''",
+    "remote_uri": "TEXT NOT NULL DEFAULT ''",
+    "start_time": "REAL",
+    "answer_time": "REAL",
+    "end_time": "REAL",
+}
+_COLUMNS = (
+    "callId",
+    "number",
+    "name",
+    "type",
+    "time",
+    "duration",
+    "info",
+    *_EXTRA_COLUMNS,
+)
+_INSERT = f"INSERT INTO call_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# Everything but the newest ``max_rows`` rows, in the same transaction as the insert.
+_TRIM = (
+    "DELETE FROM call_log WHERE id IN (SELECT id FROM call_log ORDER BY id DESC LIMIT -1 OFFSET ?)"
+)
+_HOSTPORT = re.compile(r"^(?:sips?|tel):(?:[^@;?>]*@)?(?P<host>[^;?>]*)", re.IGNORECASE)
+
+
+def default_history_path(
+    engine: EngineSettings | None = None, env: Mapping[str, str] = os.environ
+) -> Path:
+    """``historyPath``, else ``<dataDir>/history.sqlite3``, else
+    ``$XDG_DATA_HOME/microsip-engine/history.sqlite3`` (default ``~/.local/share``)."""
+    if engine is not None and engine.history_path:
+        return Path(engine.history_path).expanduser()
+    if engine is not None and engine.data_dir:
+        return Path(engine.data_dir).expanduser() / FILE_NAME
+    base = env.get("XDG_DATA_HOME", "")
+    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative paths
+        home = env.get("HOME") or str(Path.home())
+        base = os.path.join(home, ".local", "share")
+    return Path(base) / "microsip-engine" / FILE_NAME
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents with mode 0700 (a call log is
+    personal data)."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open (creating) the database in WAL mode with the schema in place."""
+    _private_dirs(path.parent)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # -wal/-shm inherit its mode
+    db = sqlite3.connect(
+        str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        # WAL + synchronous=NORMAL: a commit appends the transaction to the -wal file
+        # with write() but skips fsync(). The bytes are then in the kernel's page
+        # cache, which outlives the process: a SIGKILL right after commit loses
+        # nothing (only a power cut or kernel crash can lose the last commits, and
+        # even then the database stays consistent). FULL would fsync on every commit
+        # and cost milliseconds on the pjsua2 thread.
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("history_not_wal", path=str(path), journal_mode=mode)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(_CREATE)
+        have = {row[1] for row in db.execute("PRAGMA table_info(call_log)")}
+        for column, decl in _EXTRA_COLUMNS.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE call_log ADD COLUMN {column} {decl}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _hostport(uri: str) -> str:
+    m = _HOSTPORT.match(uri)
+    return m.group("host") if m else ""
+
+
+def _number(uri: str, user: str, account_domain: str) -> str:
+    """MicroSIP's ``number``: the user alone within the account's domain."""
+    host = _hostport(uri)
+    if not user:
+        return host
+    if not host or host == account_domain:
+        return user
+    return f"{user}@{host}"
+
+
+@dataclass
+class _Track:
+    start: float
+    answer: float | None = None
+
+
+class CallHistory:
+    """The call history database. Safe to use from any thread (one connection, a lock).
+
+    ``account_domain(index)`` gives an account's domain, for MicroSIP's ``number``
+    format; ``busy_timeout`` caps how long a write waits for another writer's lock
+    (it runs on the pjsua2 thread).
+    """
+
+    name = "history"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        busy_timeout: float = 0.1,
+        account_domain: Callable[[int], str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.max_rows = max_rows
+        self.busy_timeout = busy_timeout
+        self._account_domain = account_domain
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._tracks: dict[int, _Track] = {}
+        self._recorded: collections.deque[int] = collections.deque(maxlen=256)
+        with self._lock:
+            self._connection()
+
+    # -- the connection ---------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection | None:
+        """The open connection, opening it if needed; None (logged) when it cannot be."""
+        if self._db is None:
+            try:
+                self._db = _connect(self.path, self.busy_timeout)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("history_open_failed", path=str(self.path), error=repr(exc))
+        return self._db
+
+    def _drop_connection(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    stop = close
+
+    @property
+    def journal_mode(self) -> str:
+        with self._lock:
+            db = self._connection()
+            return "" if db is None else str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # -- events -----------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """What the manager calls for every event before publishing it."""
+        self.observe(event)
+        if isinstance(event, CallState) and event.state is CallStateName.DISCONNECTED:
+            self.record_end(event)
+
+    on_event = handle  # usable as a bus handler too (without the before-publish promise)
+
+    def observe(self, event: Event) -> None:
+        """Note when calls start and are answered. Cheap; never raises."""
+        try:
+            if isinstance(event, IncomingCall):
+                self._tracks.setdefault(event.call, _Track(event.time))
+            elif isinstance(event, CallState) and event.state is not CallStateName.DISCONNECTED:
+                track = self._tracks.setdefault(event.call, _Track(event.time))
+                if event.state is CallStateName.CONFIRMED and track.answer is None:
+                    track.answer = event.time
+        except Exception as exc:
+            log.error("history_observe_failed", error=repr(exc))
+
+    def record_end(self, event: CallState) -> int | None:
+        """Insert the row of a disconnected call and commit; the row id, or None when
+        nothing was written (already recorded, or a database error, logged)."""
+        try:
+            if event.state is not CallStateName.DISCONNECTED or event.call in self._recorded:
+                return None
+            self._recorded.append(event.call)
+            values = self._row_values(event, self._tracks.pop(event.call, None))
+            return self._insert(values, event)
+        except Exception as exc:
+            log.error("history_write_failed", call=event.call, error=repr(exc))
+            return None
+
+    def _row_values(self, ev: CallState, track: _Track | None) -> tuple[Any, ...]:
+        end = ev.time
+        answer = track.answer if track else None
+        if answer is None and ev.duration > 0:
+            answer = end - ev.duration
+        start = track.start if track else (answer if answer is not None else end)
+        inbound = TYPE_IN if answer is not None else TYPE_MISSED  # missed: never answered
+        kind = TYPE_OUT if ev.direction == "out" else inbound
+        domain = self._domain(ev.account)
+        number = _number(ev.remote_uri, ev.remote_user, domain)
+        info = "" if 200 <= ev.code < 300 else ev.reason
+        return (
+            ev.sip_call_id,
+            number,
+            ev.display_name or number,
+            kind,
+            int(start),
+            int(ev.duration),
+            info,
+            ev.direction,
+            ev.account,
+            ev.code,
+            ev.reason,
+            ev.remote_uri,
+            start,
+            answer,
+            end,
+        )
+
+    def _domain(self, account: int) -> str:
+        if self._account_domain is None:
+            return ""
+        try:
+            return self._account_domain(account)
+        except Exception:
+            return ""
+
+    def _insert(self, values: tuple[Any, ...], ev: CallState) -> int | None:
+        with self._lock:
+            db = self._connection()
+            if db is None:
+                log.error("history_write_failed", call=ev.call, error="database unavailable")
+                return None
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                rowid = db.execute(_INSERT, values).lastrowid
+                if self.max_rows > 0:
+                    db.execute(_TRIM, (self.max_rows,))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.OperationalError):
+                    self._drop_connection()  # corrupt or replaced file: reopen next time
+                log.error(
+                    "history_write_failed",
+                    call=ev.call,
+                    sip_call_id=ev.sip_call_id,
+                    path=str(self.path),
+                    error=repr(exc),
+                )
+                return None
+        return rowid
+
+    # -- reading ----------------------------------------------------------------
+
+    def rows(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows, newest first ([] when the database is unusable)."""
+        with self._lock:
+            db = self._connection()
+            if db is None:
+                return []
+            try:
+                return _select(db, limit)
+            except sqlite3.Error as exc:
+                log.error("history_read_failed", path=str(self.path), error=repr(exc))
+                return []
+
+
+def _select(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    cursor = db.execute("SELECT * FROM call_log ORDER BY id DESC LIMIT ?", (limit,))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def read_history(path: str | os.PathLike[str], limit: int = 100) -> list[dict[str, Any]]:
+    """Rows from a history database without creating or changing it (for the CLI).
+
+    Raises ``FileNotFoundError`` when there is no database and ``sqlite3.Error`` when
+    it cannot be read.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(str(target))
+    db = sqlite3.connect(target.resolve().as_uri() + "?mode=ro", uri=True, timeout=2.0)
+    try:
+        return _select(db, limit)
+    finally:
+        db.close()
