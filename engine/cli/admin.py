@@ -47,12 +47,25 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     control = args.control or config.engine.control_socket or default_socket_path()
     manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
+    tcp_address = args.tcp_control or config.engine.tcp_control
+    server = tcp = None
     try:
         limits = manager.start()
-        server = ControlServer(build_registry(manager), manager.bus, control)
+        registry = build_registry(manager)
+        server = ControlServer(registry, manager.bus, control)
         server.start()
+        if tcp_address:  # off by default; token-protected (docs/control-protocol.md)
+            from ..control.tcp import TcpControlServer, default_token_path
+
+            token = args.tcp_control_token or config.engine.tcp_control_token
+            tcp = TcpControlServer(
+                registry, manager.bus, tcp_address, token or default_token_path(control)
+            )
+            tcp.start()
     except EngineError as exc:
         log.error("start_failed", error=exc.message, code=exc.code)
+        if server is not None:
+            server.close()
         manager.stop("start failed")
         return 1
     release_free_memory()
@@ -61,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
         sip=manager.sip_addresses(),
         accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
         control=control,
+        tcp_control=f"{tcp.host}:{tcp.port}" if tcp else None,
         max_calls=limits.max_calls,
         config=str(config.path) if config.path else "embedded default",
     )
@@ -70,6 +84,8 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("stopping", reason=reason)
     manager.stop(reason)
     server.close()
+    if tcp is not None:
+        tcp.close()
     log.info("stopped")
     return 0
 
@@ -136,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", help="address to bind SIP and RTP to (default: all)")
     serve.add_argument("--sip-port", type=int, help="SIP port (0 = any free port)")
     serve.add_argument("--control", help="control socket path")
+    serve.add_argument("--tcp-control", metavar="HOST:PORT", help="also serve control on TCP")
+    serve.add_argument("--tcp-control-token", metavar="FILE", help="TCP control token file")
     serve.add_argument("--log-format", choices=["console", "json"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
@@ -147,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--only", help="comma-separated event names")
     events.add_argument("--control", help="control socket path")
     events.set_defaults(func=_events)
+    from . import history
+
+    history.add_parser(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_version)
     return parser
