@@ -176,6 +176,8 @@ class EngineSettings:
 
     #: Path of the local control socket; "" = the engine's default location.
     control_socket: str = _ini("", "controlSocket")
+    #: Token file of the TCP control listener; "" = next to the control socket.
+    tcp_control_token: str = _ini("", "tcpControlToken")
     #: "host:port" for a TCP control listener; "" = none.
     tcp_control: str = _ini("", "tcpControl")
     log_format: str = _ini("console", "logFormat", choices=_one_of("console", "json"))
@@ -188,12 +190,22 @@ class EngineSettings:
     data_dir: str = _ini("", "dataDir")
     #: Call history database; "" = inside ``data_dir``.
     history_path: str = _ini("", "historyPath")
+    #: Seconds a cmd* hook may run before its process group is killed (MicroSIP: 10).
+    hook_timeout: int = _ini(10, "hookTimeout", lo=1)
+    #: Rows kept in the call history (MicroSIP keeps 1000).
+    history_rows: int = _ini(1000, "historyRows", lo=1)
     #: Simultaneous calls; 0 = as many as the pjsua2 build allows.
     max_calls: int = _ini(0, "maxCalls", lo=0)
     #: Use pjsua2's null sound device (servers and CI without a sound card).
     null_audio: bool = _ini(False, "nullAudio")
     #: Take hex-looking passwords as plaintext instead of MicroSIP ciphertext.
     plain_hex_passwords: bool = _ini(False, "plainHexPasswords")
+    #: TLS: CA bundle for verifying servers ("" = the system's), our certificate and
+    #: key (needed to accept TLS connections), and whether to verify (default yes).
+    tls_ca_file: str = _ini("", "tlsCaFile")
+    tls_cert_file: str = _ini("", "tlsCertFile")
+    tls_key_file: str = _ini("", "tlsKeyFile")
+    tls_verify_server: bool = _ini(True, "tlsVerifyServer")
 
 
 # -- typed reading --------------------------------------------------------------------

@@ -28,6 +28,7 @@ class EventType(enum.StrEnum):
     RECORDING_SAVED = "recording_saved"
     INCOMING_DECISION = "incoming_decision"
     TRANSFER = "transfer"
+    TRANSPORT = "transport"
     MWI = "mwi"
     HOOK = "hook"
 
@@ -251,3 +252,18 @@ class MessageWaiting(Event):
     waiting: bool
     new: int
     old: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransportState(Event):
+    """A connection-oriented transport (TCP/TLS) connected or failed. For TLS,
+    ``verified`` says whether the peer's certificate passed verification and
+    ``verify_errors`` why not."""
+
+    type: ClassVar[EventType] = EventType.TRANSPORT
+    kind: str
+    remote: str
+    state: str
+    error: str
+    verified: bool | None = None
+    verify_errors: tuple[str, ...] = ()

@@ -21,6 +21,8 @@ from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import EngineStarted, EngineStopping, Event, RegistrationChanged, RegState
+from .history import CallHistory, default_history_path
+from .hooks import HookRunner
 from .policy import Toggles, decide
 from .state import AccountSnapshot, CallSnapshot, Decision, Limits
 
@@ -61,6 +63,20 @@ class CallManager:
         self.limits: Limits | None = None
         self.started_at = 0.0
         self._pending: list[tuple[int, str, tuple[str, ...]]] = []
+        # Call history is written on the SIP thread *before* an event is published,
+        # so an ended call is committed before anyone hears it ended (kill -9 safe).
+        self.history = CallHistory(
+            default_history_path(config.engine),
+            max_rows=config.engine.history_rows,
+            account_domain=lambda i: self._domain_of(i),
+        )
+        self.hooks = HookRunner(
+            lambda: self.config.settings,
+            self._publish,
+            timeout=float(config.engine.hook_timeout),
+            account_provider=self._account_or_none,
+        )
+        self.bus.subscribe(self.hooks)
         #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
         self.exit_requested = threading.Event()
         self.bus.subscribe(CallbackHandler("deferred-dial", self._dial_pending))
@@ -81,6 +97,12 @@ class CallManager:
             self.limits = self._stack.start()
             self._started = True
             self.started_at = time.time()
+        if self.limits.tls:
+            log.warning(
+                "tls_limits",
+                detail=f"TLS through this pjsua2 build offers TLS {self.limits.tls_max} at most "
+                "(the PyPI wheel bundles OpenSSL 1.0.2k); server certificates are verified",
+            )
         try:
             s = self.config.settings
             self._run(
@@ -111,7 +133,9 @@ class CallManager:
             self._started = False
         self._publish(EngineStopping(reason=reason))
         self._stack.stop()
+        self.hooks.close()
         self.bus.close()
+        self.history.close()
 
     def request_exit(self) -> None:
         """Ask the process running this engine to stop it (after replying)."""
@@ -137,8 +161,19 @@ class CallManager:
         return self.bus.subscribe(handler)
 
     def _publish(self, event: Event) -> None:
+        self.history.handle(event)  # never raises; commits before the end is published
         log.debug("event", **_loggable(event.to_dict()))
         self.bus.publish(event)
+
+    def _account_or_none(self, index: int) -> AccountConfig | None:
+        try:
+            return self.account_config(index)
+        except NotFoundError:
+            return None
+
+    def _domain_of(self, index: int) -> str:
+        acc = self._account_or_none(index)
+        return acc.domain if acc is not None else ""
 
     # -- call handling policy (runs on the SIP thread: pure and fast) ---------
 
@@ -473,6 +508,8 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
     for acc in [config.local_account, *config.accounts.values()]:
         if acc.transport == "tls":
             transports.add("tls")
+    if e.tls_cert_file:
+        transports.add("tls")  # a certificate means: accept TLS connections
     # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free port.
     sip_port = (s.source_port or 5060) if port is None else port
     return StackSettings(
@@ -491,7 +528,21 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         codecs=s.audio_codecs,
         max_calls=e.max_calls,
         pjsip_log_level=e.pjsip_log_level,
+        # With this build, a TLS *listener* given the system's large CA bundle stalls
+        # incoming handshakes (measured): the system bundle is only a client default.
+        tls_ca_file=e.tls_ca_file or ("" if e.tls_cert_file else _system_ca_bundle()),
+        tls_cert_file=e.tls_cert_file,
+        tls_key_file=e.tls_key_file,
+        tls_verify_server=e.tls_verify_server,
     )
+
+
+def _system_ca_bundle() -> str:
+    """The wheel's OpenSSL has no default CA path of its own: point it at the system's."""
+    for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+        if os.path.exists(path):
+            return path
+    return ""
 
 
 def _file_safe(text: str) -> str:

@@ -14,6 +14,8 @@ class Limits:
     max_accounts: int
     pjsip_version: str
     tls: bool
+    #: Highest TLS version the build's OpenSSL offers ("1.2" for the PyPI wheel).
+    tls_max: str
     codecs: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:

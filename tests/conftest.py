@@ -99,3 +99,17 @@ def tone_wav(tmp_path: Path) -> ToneWav:
         return made[key]
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def private_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines started by a test keep their history, recordings, saved configuration
+    and control socket inside the test's tmp dir, never in the user's home."""
+    base = tmp_path_factory.mktemp("xdg")
+    for name in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
+        path = base / name.lower()
+        path.mkdir()
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.delenv("MICROSIP_INI", raising=False)

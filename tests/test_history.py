@@ -13,7 +13,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import structlog
-from enginekit import Engines, engines_fixture, sip_port
+from enginekit import BASE_INI, Engines, engines_fixture, sip_port
 from peers.sipp import SippFactory
 
 from engine.cli import history as history_cli
@@ -385,28 +384,30 @@ def engines(tmp_path: Path) -> Iterator[Engines]:
 def test_real_sipp_call_is_recorded(
     engines: Engines, sipp_factory: SippFactory, tmp_path: Path
 ) -> None:
-    """SIPp calls the engine, we answer, SIPp hangs up: one answered inbound row with
-    SIPp's Call-ID, user, display name and consistent times."""
-    manager, events = engines.start()
-    history = CallHistory(tmp_path / "history.sqlite3")
-    recorded = threading.Event()
+    """SIPp calls the engine, we answer, SIPp hangs up: the engine's own history has one
+    answered inbound row with SIPp's Call-ID, user, display name and consistent times,
+    committed before the disconnected event was published."""
+    db = tmp_path / "history.sqlite3"
+    manager, events = engines.start(BASE_INI + f"[Engine]\nhistoryPath={db}\n")
+    rows_when_ended: list[list[dict[str, Any]]] = []
 
-    def feed(event: Event) -> None:
-        history.handle(event)
+    def look(event: Event) -> None:
         if isinstance(event, CallState) and event.state is S.DISCONNECTED:
-            recorded.set()
+            rows_when_ended.append(read_history(db, 10))
 
-    manager.subscribe(feed)
+    manager.subscribe(look)
     port = sip_port(manager)
     sipp = sipp_factory.uac(f"sip:100@127.0.0.1:{port}", "uac_send_bye", hold_ms=1200)
     call = events.wait_for("incoming_call")
     events.wait_for("call_state", call=call["call"], state="early")
     manager.answer(call["call"])
     ended = events.wait_for("call_state", call=call["call"], state="disconnected")
-    assert recorded.wait(5)
     assert sipp.wait(15).successful == 1
-    (row,) = history.rows()
-    history.close()
+    deadline = time.monotonic() + 5
+    while not rows_when_ended and time.monotonic() < deadline:
+        time.sleep(0.01)  # the subscriber runs on its own thread
+    assert rows_when_ended and len(rows_when_ended[0]) == 1  # already there when published
+    (row,) = read_history(db, 10)
     assert row["callId"] == call["sip_call_id"]
     assert (row["type"], row["direction"], row["account"]) == (TYPE_IN, "in", 0)
     assert call["remote_uri"] == "sip:sipp@127.0.0.1"  # SIPp's From
@@ -417,3 +418,30 @@ def test_real_sipp_call_is_recorded(
     assert 1.0 < row["end_time"] - row["answer_time"] < 5.0
     assert row["duration"] == int(ended["duration"]) >= 1
     assert row["time"] == int(row["start_time"])
+
+
+@pytest.mark.peers
+def test_kill_9_right_after_a_call_ended_loses_no_row(
+    tmp_path: Path, sipp_factory: SippFactory
+) -> None:
+    """The engine process is killed the moment its event stream says the call ended."""
+    from enginekit import ServeProcess
+
+    db = tmp_path / "kill9.sqlite3"
+    ini = BASE_INI.replace("[Settings]\n", "[Settings]\nautoAnswer=all\n")
+    proc = ServeProcess(tmp_path, ini + f"[Engine]\nhistoryPath={db}\n")
+    try:
+        with proc.client().events(["call_state"], idle_timeout=10) as stream:
+            sipp = sipp_factory.uac(
+                f"sip:100@127.0.0.1:{proc.sip_port()}", "uac_send_bye", hold_ms=300
+            )
+            for event in stream:
+                if event["state"] == "disconnected":
+                    proc.proc.send_signal(signal.SIGKILL)
+                    break
+        assert proc.proc.wait(5) == -signal.SIGKILL
+        sipp.wait(15)
+    finally:
+        proc.stop()
+    rows = read_history(db, 10)
+    assert len(rows) == 1 and rows[0]["sip_code"] == 200, rows

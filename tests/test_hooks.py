@@ -622,23 +622,17 @@ def test_engine_runs_the_five_inbound_hooks_in_order(
             },
         )
     )
-    runner = HookRunner(lambda: manager.config.settings, manager._publish, timeout=5.0)
-    manager.subscribe(runner)
-    try:
-        # SIPp hangs up itself (BYE after 300 ms): a BYE of ours sent right after the
-        # ACK can reach SIPp before its scenario waits for one ("unexpected BYE").
-        sipp = sipp_factory.uac(
-            f"sip:100@127.0.0.1:{sip_port(manager)}", "uac_send_bye", hold_ms=300
-        )
-        number = events.wait_for("incoming_call")["call"]
-        events.wait_for("call_state", call=number, state="early")
-        manager.answer(number)
-        events.wait_for("call_state", call=number, state="confirmed")
-        events.wait_for("call_state", call=number, state="disconnected")
-        events.wait_for("hook", hook="cmdCallEnd", call=number)
-        assert sipp.wait(15).successful == 1
-    finally:
-        runner.close(5.0)
+    # The engine runs the hooks itself (CallManager.hooks). SIPp hangs up itself
+    # (BYE after 300 ms): a BYE of ours sent right after the ACK can reach SIPp
+    # before its scenario waits for one ("unexpected BYE").
+    sipp = sipp_factory.uac(f"sip:100@127.0.0.1:{sip_port(manager)}", "uac_send_bye", hold_ms=300)
+    number = events.wait_for("incoming_call")["call"]
+    events.wait_for("call_state", call=number, state="early")
+    manager.answer(number)
+    events.wait_for("call_state", call=number, state="confirmed")
+    events.wait_for("call_state", call=number, state="disconnected")
+    events.wait_for("hook", hook="cmdCallEnd", call=number)
+    assert sipp.wait(15).successful == 1
     hooks = [(e["hook"], e["outcome"]) for e in events.of("hook", call=number)]
     assert hooks == [
         ("cmdIncomingCall", "ok"),
@@ -710,24 +704,20 @@ def test_engine_rings_within_100ms_while_a_hook_sleeps(
     (SIPp's own INVITE→180 response time, from its -trace_rtt file), and the hook is
     killed at its 1 s timeout."""
     slow = make_script(tmp_path, "slow.sh", "sleep 30")
-    manager, events = engines.start(_with_settings(BASE_INI, {"cmdIncomingCall": str(slow)}))
-    runner = HookRunner(lambda: manager.config.settings, manager._publish, timeout=1.0)
-    manager.subscribe(runner)
+    ini = _with_settings(BASE_INI, {"cmdIncomingCall": str(slow)}) + "[Engine]\nhookTimeout=1\n"
+    manager, events = engines.start(ini)
     scenario = tmp_path / "uac_ring_timing.xml"
     scenario.write_text(RING_TIMING)
-    try:
-        sipp = sipp_factory.uac(
-            f"sip:100@127.0.0.1:{sip_port(manager)}",
-            scenario,
-            extra_args=["-trace_rtt", "-rtt_freq", "1"],
-        )
-        number = events.wait_for("incoming_call")["call"]
-        events.wait_for("call_state", call=number, state="early")
-        manager.hangup(number, 486)
-        result = sipp.wait(15)
-        hook = events.wait_for("hook", hook="cmdIncomingCall", call=number, timeout=5)
-    finally:
-        runner.close(5.0)
+    sipp = sipp_factory.uac(
+        f"sip:100@127.0.0.1:{sip_port(manager)}",
+        scenario,
+        extra_args=["-trace_rtt", "-rtt_freq", "1"],
+    )
+    number = events.wait_for("incoming_call")["call"]
+    events.wait_for("call_state", call=number, state="early")
+    manager.hangup(number, 486)
+    result = sipp.wait(15)
+    hook = events.wait_for("hook", hook="cmdIncomingCall", call=number, timeout=5)
     assert result.successful == 1, result
     assert sipp.process is not None
     rtt_file = sipp.workdir / f"{sipp.scenario}_{sipp.process.pid}_rtt.csv"

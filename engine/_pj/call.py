@@ -236,8 +236,6 @@ class PjCall(pj.Call):  # type: ignore[misc]
         adm = self.stack.endpoint.audDevManager()
         adm.getCaptureDevMedia().startTransmit(am)
         am.startTransmit(adm.getPlaybackDevMedia())
-        # What the far end hears ("microphone" level; 0 = muted).
-        am.adjustTxLevel(self.stack.mixer.effective_mic())
         self.stack.mixer.relink(self)
         if self.player is not None:
             self.player.startTransmit(am)
@@ -251,6 +249,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         player = pj.AudioMediaPlayer()
         player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
         self.player = player
+        self.stack.mixer.apply_to_player(self)
         am = self.audio_media()
         if am is not None:
             player.startTransmit(am)
@@ -266,6 +265,11 @@ class PjCall(pj.Call):  # type: ignore[misc]
         recorder.createRecorder(path)
         self.recorder = recorder
         self.recording_path = path
+        # Our side (the microphone) always feeds the recorder: besides being half of
+        # the conversation, it keeps the WAV on wall-clock time while the call's own
+        # stream is away (on hold the bridge sends no frames and the WAV would skip).
+        assert self.stack.endpoint is not None
+        self.stack.endpoint.audDevManager().getCaptureDevMedia().startTransmit(recorder)
         am = self.audio_media()
         if am is not None:
             am.startTransmit(recorder)

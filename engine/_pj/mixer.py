@@ -70,14 +70,25 @@ class Mixer:
         }
 
     def apply(self) -> None:
-        """Push the levels to the bridge: the speaker and every call's outgoing audio."""
+        """Push the levels to the bridge.
+
+        pjsua2 names levels from the port's side: ``adjustTxLevel`` is what a port
+        sends *into* the bridge, ``adjustRxLevel`` what it receives *from* it. The
+        sound device is one slot for both directions, so the microphone is its Tx
+        level and the speaker its Rx level. WAV players stand in for the microphone
+        of a headless engine, so they follow the microphone level too. Levels are
+        not set on the calls' own ports: that would also cut conference partners off.
+        """
         assert self.stack.endpoint is not None
-        playback = self.stack.endpoint.audDevManager().getPlaybackDevMedia()
-        playback.adjustTxLevel(self.effective_speaker())
+        device = self.stack.endpoint.audDevManager().getCaptureDevMedia()
+        device.adjustTxLevel(self.effective_mic())
+        device.adjustRxLevel(self.effective_speaker())
         for call in list(self.stack.calls.values()):
-            am = call.audio_media()
-            if am is not None:
-                am.adjustTxLevel(self.effective_mic())
+            self.apply_to_player(call)
+
+    def apply_to_player(self, call: PjCall) -> None:
+        if call.player is not None:
+            call.player.adjustTxLevel(self.effective_mic())
 
     # -- conference ------------------------------------------------------------------
 

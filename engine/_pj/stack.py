@@ -34,7 +34,14 @@ from ..errors import (
     InvalidTargetError,
     NotFoundError,
 )
-from ..events import CallRejected, CallStateName, Event, IncomingDecision, RecordingSaved
+from ..events import (
+    CallRejected,
+    CallStateName,
+    Event,
+    IncomingDecision,
+    RecordingSaved,
+    TransportState,
+)
 from ..sipuri import header_value, split_name_addr
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from .account import PjAccount, build_config
@@ -45,7 +52,7 @@ from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
-from .transports import TransportInfo, bind_transports, set_codecs
+from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
@@ -91,10 +98,47 @@ class StackSettings:
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
 
 
+_TP_STATES = {
+    pj.PJSIP_TP_STATE_CONNECTED: "connected",
+    pj.PJSIP_TP_STATE_DISCONNECTED: "disconnected",
+    pj.PJSIP_TP_STATE_SHUTDOWN: "shutdown",
+    pj.PJSIP_TP_STATE_DESTROY: "destroyed",
+}
+
+
 class _Endpoint(pj.Endpoint):  # type: ignore[misc]
     def __init__(self, stack: PjStack) -> None:
         super().__init__()
         self.stack = stack
+
+    @callback
+    def onTransportState(self, prm: pj.OnTransportStateParam) -> None:
+        state = _TP_STATES.get(prm.state, str(prm.state))
+        if state == "destroyed":
+            return
+        kind = str(prm.type).lower()
+        error = ""
+        if prm.lastError:
+            error = self.utilStrError(prm.lastError)
+        verified: bool | None = None
+        messages: tuple[str, ...] = ()
+        remote = ""
+        if "tls" in kind:
+            info = prm.tlsInfo
+            remote = str(info.remoteAddr)
+            if not info.isEmpty():
+                verified = int(info.verifyStatus) == 0
+                messages = tuple(str(m) for m in info.verifyMsgs)
+        self.stack.emit(
+            TransportState(
+                kind=kind,
+                remote=remote,
+                state=state,
+                error=error,
+                verified=verified,
+                verify_errors=messages,
+            )
+        )
 
     @callback
     def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:
@@ -317,6 +361,7 @@ class PjStack:
             max_accounts=MAX_ACCOUNTS,
             pjsip_version=str(ep.libVersion().full),
             tls="tls" in self.transports,
+            tls_max=tls_max_version(ep),
             codecs=codecs,
         )
 

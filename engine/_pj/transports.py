@@ -96,3 +96,18 @@ def set_codecs(ep: pj.Endpoint, codecs: tuple[str, ...]) -> None:
             if cid.lower() == name or cid.lower().startswith(name + "/"):
                 prio = max(1, 255 - rank)
         ep.codecSetPriority(cid, prio)
+
+
+#: TLS 1.3 cipher suites (RFC 8446); an OpenSSL that offers none of them has no 1.3.
+_TLS13_SUITES = {0x1301, 0x1302, 0x1303}
+
+
+def tls_max_version(ep: pj.Endpoint) -> str:
+    """Measured, not assumed: the wheel's OpenSSL 1.0.2k offers no TLS 1.3 suite."""
+    try:
+        suites = set(ep.utilSslGetAvailableCiphers())
+    except pj.Error:
+        return "none"
+    if not suites:
+        return "none"
+    return "1.3" if suites & _TLS13_SUITES else "1.2"

@@ -37,6 +37,12 @@ def _check_token(kind: str, value: str) -> str:
     return value
 
 
+def _kam_str(kind: str, value: str) -> str:
+    """A kamcmd string argument: ``s:`` keeps an all-digit user (``5551234``) from
+    being sent as an integer, which Kamailio answers with 500 Not enough parameters."""
+    return "s:" + _check_token(kind, value)
+
+
 class Kamailio:
     """A running Kamailio; use :meth:`start` (the fixture does) and :meth:`stop`."""
 
@@ -161,7 +167,7 @@ class Kamailio:
 
     def add_user(self, name: str, password: str) -> None:
         """Add (or change) a user's password at run time."""
-        self.kamcmd("htable.sets", "users", _check_token("user", name), password)
+        self.kamcmd("htable.sets", "users", _kam_str("user", name), "s:" + password)
         self.users[name] = password
 
     def registrations(self, user: str) -> list[str]:
@@ -171,7 +177,7 @@ class Kamailio:
         (usrloc timer_interval is 1 s, and expired entries are filtered here).
         """
         try:
-            out = self.kamcmd("ul.lookup", "location", _check_token("user", user))
+            out = self.kamcmd("ul.lookup", "location", _kam_str("user", user))
         except PeerError as exc:
             if "AOR not found" in str(exc):
                 return []
@@ -200,14 +206,14 @@ class Kamailio:
     def add_contact(self, user: str, contact: str, expires: int = 3600) -> None:
         """Register ``contact`` for ``user`` without a REGISTER (e.g. a SIPp UAS)."""
         self.kamcmd(
-            "ul.add", "location", _check_token("user", user), contact,
+            "ul.add", "location", _kam_str("user", user), contact,
             str(expires), "1.0", "s:0", "0", "0", "0",
         )  # fmt: skip
 
     def remove_registrations(self, user: str) -> None:
         """Drop every contact of ``user`` (``ul.rm location <user>``)."""
         try:
-            self.kamcmd("ul.rm", "location", _check_token("user", user))
+            self.kamcmd("ul.rm", "location", _kam_str("user", user))
         except PeerError as exc:
             if "not found" not in str(exc).lower():
                 raise

@@ -51,6 +51,8 @@ SCENARIOS = (
     "uac_policy",
     "uas_answer",
     "uas_ring",
+    "uas_hold",
+    "uac_info_dtmf",
 )
 DEFAULT_TONE_HZ = 1000.0
 AUDIO_NAME = "audio.pcmu"
