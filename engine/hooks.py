@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import signal
@@ -274,7 +273,7 @@ def expand_placeholders(
         "server": (account.server if account else "") or "localhost",
         "extension": account.username if account else "",
         "password": url_encode(password),
-        "md5_password": hashlib.md5(password.encode()).hexdigest() if account else "",
+        "md5_password": _md5(password) if account else "",
         "duration": str(int(ctx.duration)),
         "time": str(int(time.time() if now is None else now)),
         "callerid": url_encode(ctx.display_name or ctx.remote_user),
@@ -571,3 +570,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5.0)
     except subprocess.TimeoutExpired:
         log.error("hook_unkillable", pid=proc.pid)
+
+
+def _md5(text: str) -> str:
+    # Imported here: hashlib loads OpenSSL's libcrypto (~2 MB resident) and only
+    # {md5_password} in a cmdOutgoingCall template ever needs it.
+    import hashlib
+
+    return hashlib.md5(text.encode()).hexdigest()

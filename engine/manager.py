@@ -489,7 +489,7 @@ class CallManager:
             "capacity": {"max_calls": self.limits.max_calls, "calls": len(self.calls())},
             "toggles": dataclasses.asdict(self.toggles),
             "audio": self._run(self._stack.mixer.state),
-            "limits": self.limits.to_dict(),
+            "limits": {**self.limits.to_dict(), "tls_max": self._run(self._stack.tls_max)},
             "accounts": [a.to_dict() for a in self.accounts()],
             "calls": [c.to_dict(now) for c in self.calls()],
         }

@@ -361,7 +361,9 @@ class PjStack:
             max_accounts=MAX_ACCOUNTS,
             pjsip_version=str(ep.libVersion().full),
             tls="tls" in self.transports,
-            tls_max=tls_max_version(ep),
+            # Asking OpenSSL touches ~2 MB of its code: only when TLS is in use
+            # (status() measures it on demand otherwise).
+            tls_max=tls_max_version(ep) if "tls" in self.transports else "",
             codecs=codecs,
         )
 
@@ -642,6 +644,12 @@ class PjStack:
 
     def stop_recording(self, number: int) -> None:
         self.call(number).stop_recording()
+
+    def tls_max(self) -> str:
+        assert self.endpoint is not None and self.limits is not None
+        if not self.limits.tls_max:
+            self.limits = dataclasses.replace(self.limits, tls_max=tls_max_version(self.endpoint))
+        return self.limits.tls_max
 
     def call_list(self) -> list[CallSnapshot]:
         return [c.snapshot() for c in self.calls.values()]
