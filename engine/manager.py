@@ -504,6 +504,7 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
     from ._pj import StackSettings
 
     s, e = config.settings, config.engine
+    active = config.active_account()
     transports = {"udp", "tcp"}
     for acc in [config.local_account, *config.accounts.values()]:
         if acc.transport == "tls":
@@ -516,7 +517,8 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         sip_port=sip_port,
         port_fallback=port is None,
         bind_address=bind if bind is not None else getattr(e, "bind_address", ""),
-        public_address="",
+        # MicroSIP's publicAddr of the registering account also goes into SIP (Via/Contact).
+        public_address=active.public_addr if active is not None else "",
         transports=tuple(sorted(transports)),
         rtp_port_min=s.rtp_port_min,
         rtp_port_max=s.rtp_port_max,
@@ -534,6 +536,8 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         tls_cert_file=e.tls_cert_file,
         tls_key_file=e.tls_key_file,
         tls_verify_server=e.tls_verify_server,
+        vad=s.vad,
+        echo_canceller=s.ec,
     )
 
 

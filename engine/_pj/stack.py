@@ -93,6 +93,8 @@ class StackSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_verify_server: bool = True
+    vad: bool = False
+    echo_canceller: bool = True
 
 
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
@@ -339,7 +341,9 @@ class PjStack:
                 cfg.uaConfig.stunServer.append(stun)
             cfg.uaConfig.stunIgnoreFailure = True
             cfg.medConfig.sndAutoCloseTime = -1  # else the null clock stops ~1 s in
-            cfg.medConfig.noVad = True
+            cfg.medConfig.noVad = not s.vad
+            if not s.echo_canceller:
+                cfg.medConfig.ecTailLen = 0
             self._writer = StructlogWriter()
             log_config(cfg.logConfig, s.pjsip_log_level, self._writer)
             ep.libInit(cfg)
@@ -388,14 +392,16 @@ class PjStack:
         if index == 0 and not acc.domain:
             local_host = f"{udp.host}:{udp.port}"
         cfg = build_config(acc, tid, local_host, password)
-        self._media_transport(cfg)
+        self._media_transport(cfg, acc.public_addr)
         pj_acc = PjAccount(self, index, acc, label)
         pj_acc.uri = split_name_addr(str(cfg.idUri))[1]
         pj_acc.create(cfg, index == 0 and not acc.server)
         self.accounts[index] = pj_acc
         return pj_acc.snapshot()
 
-    def _media_transport(self, cfg: pj.AccountConfig) -> None:
+    def _media_transport(self, cfg: pj.AccountConfig, public_addr: str) -> None:
+        """RTP ports (``rtpPortMin``/``Max``), bind address, and the address the SDP
+        advertises (the account's ``publicAddr``, else the engine's)."""
         s, tc = self.settings, cfg.mediaConfig.transportConfig
         if s.rtp_port_min:
             tc.port = s.rtp_port_min
@@ -403,8 +409,8 @@ class PjStack:
                 tc.portRange = s.rtp_port_max - s.rtp_port_min
         if s.bind_address and s.bind_address != "0.0.0.0":
             tc.boundAddress = s.bind_address
-        if s.public_address:
-            tc.publicAddress = s.public_address
+        if public_addr or s.public_address:
+            tc.publicAddress = public_addr or s.public_address
 
     def remove_account(self, index: int) -> None:
         pj_acc = self.accounts.pop(index, None)
