@@ -132,6 +132,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
 
     @callback
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self.started = True  # a callback means pjsua owns a live call behind this object
         ci = self.getInfo()
         self.refresh_identity(ci)
         self.state = _STATES.get(ci.state, CallStateName.CALLING)

@@ -430,9 +430,14 @@ class PjStack:
     # -- calls ------------------------------------------------------------------
 
     def call(self, number: int) -> PjCall:
+        """A call pjsua knows about. A Call object pjsua has not started yet (the
+        call placed for a REFER, before its first callback) is refused here: any
+        operation on a never-started pjsua2 Call aborts the interpreter."""
         call = self.calls.get(number)
         if call is None:
             raise NotFoundError(f"no call {number}")
+        if not call.started:
+            raise EngineError(f"call {number} is not started yet", code="invalid_state")
         return call
 
     def make_call(
@@ -552,6 +557,9 @@ class PjStack:
         call.answer(prm)
 
     def hangup(self, number: int, code: int = 0, reason: str = "") -> None:
+        pending = self.calls.get(number)
+        if pending is not None and not pending.started:
+            return  # pjsua has not placed it yet: nothing on the wire to end
         call = self.call(number)
         if call.state is CallStateName.DISCONNECTED:
             return
@@ -619,7 +627,6 @@ class PjStack:
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
         new = PjCall(self, call.account, self.account(call.account), -1, "out")
-        new.started = True
         new.remote_uri = split_name_addr(target)[1]
         self.calls[new.number] = new
         return new
