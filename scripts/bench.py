@@ -6,7 +6,9 @@ Prints one JSON document. Figures (medians where repeated):
   (``microsip-engine serve``) vs ``scripts/bare_pjsua2.py``;
 * dial → CONFIRMED on loopback against a SIPp UAS: ``CallManager.dial`` vs a bare
   ``makeCall``;
-* the ``microsip /answer`` round trip against a running engine vs ``python -c pass``.
+* the ``microsip /answer`` round trip against a running engine vs ``python -c pass``;
+* when mingw-w64 and Wine are present, ``SendMessage(WM_COPYDATA)`` → reply for
+  ``dwData=1`` through the ``MicroSIP.exe`` shim (median over many messages).
 
 Run: ``./scripts/bench`` (it uses the peers from ``tests/peers``).
 """
@@ -209,6 +211,7 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument("--dials", type=int, default=20)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--copydata", type=int, default=500, help="WM_COPYDATA messages")
     args = parser.parse_args()
     if args.engine_dial:
         engine_dial_child(args.engine_dial[0], args.engine_dial[1], int(args.engine_dial[2]))
@@ -226,7 +229,7 @@ def main() -> int:
         finally:
             sipp.stop_all()
             k.stop()
-    report = {
+    report: dict[str, Any] = {
         "bare_pjsua2": bare_fig,
         "engine": eng,
         "ratios": {
@@ -241,8 +244,22 @@ def main() -> int:
             "cli_answer_ms": "median < 50 ms",
         },
     }
+    report["wm_copydata_dwdata1"] = copydata_round_trip(args.copydata)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def copydata_round_trip(messages: int) -> dict[str, Any] | str:
+    """SendMessage(WM_COPYDATA, dwData=1) → reply through the shim under Wine."""
+    if messages <= 0:
+        return "skipped (--copydata 0)"
+    sys.path.insert(0, str(ROOT / "native"))
+    import bench_copydata
+
+    result = bench_copydata.measure(messages)
+    if result is None:
+        return "skipped: mingw-w64 or Wine missing (scripts/install-native-deps)"
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
 if __name__ == "__main__":
