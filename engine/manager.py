@@ -538,6 +538,8 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         tls_verify_server=e.tls_verify_server,
         vad=s.vad,
         echo_canceller=s.ec,
+        audio_input_device=s.audio_input_device,
+        audio_output_device=s.audio_output_device,
     )
 
 

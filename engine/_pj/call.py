@@ -237,6 +237,10 @@ class PjCall(pj.Call):  # type: ignore[misc]
         adm = self.stack.endpoint.audDevManager()
         adm.getCaptureDevMedia().startTransmit(am)
         am.startTransmit(adm.getPlaybackDevMedia())
+        device = self.stack.device_port
+        if device is not None:  # real microphone and speaker (sounddevice)
+            device.startTransmit(am)
+            am.startTransmit(device)
         self.stack.mixer.relink(self)
         if self.player is not None:
             self.player.startTransmit(am)
@@ -271,6 +275,8 @@ class PjCall(pj.Call):  # type: ignore[misc]
         # stream is away (on hold the bridge sends no frames and the WAV would skip).
         assert self.stack.endpoint is not None
         self.stack.endpoint.audDevManager().getCaptureDevMedia().startTransmit(recorder)
+        if self.stack.device_port is not None:
+            self.stack.device_port.startTransmit(recorder)
         am = self.audio_media()
         if am is not None:
             am.startTransmit(recorder)

@@ -83,6 +83,9 @@ class Mixer:
         device = self.stack.endpoint.audDevManager().getCaptureDevMedia()
         device.adjustTxLevel(self.effective_mic())
         device.adjustRxLevel(self.effective_speaker())
+        if self.stack.device_port is not None:  # real devices: the same two levels
+            self.stack.device_port.adjustTxLevel(self.effective_mic())
+            self.stack.device_port.adjustRxLevel(self.effective_speaker())
         for call in list(self.stack.calls.values()):
             self.apply_to_player(call)
 

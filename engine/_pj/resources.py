@@ -21,6 +21,7 @@ _OWNED_TYPES = (
     pj.AudioMediaPlayer,
     pj.AudioMediaRecorder,
     pj.ToneGenerator,
+    pj.AudioMediaPort,
 )
 
 

@@ -29,6 +29,7 @@ import structlog
 
 from ..errors import (
     CapacityError,
+    ConfigError,
     EngineError,
     EngineStoppedError,
     InvalidTargetError,
@@ -52,6 +53,7 @@ from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
+from .sound import DevicePort, SoundDevices
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
 if TYPE_CHECKING:
@@ -95,6 +97,9 @@ class StackSettings:
     tls_verify_server: bool = True
     vad: bool = False
     echo_canceller: bool = True
+    #: Real devices (PortAudio names, or unique parts of them); "" = null device only.
+    audio_input_device: str = ""
+    audio_output_device: str = ""
 
 
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
@@ -191,6 +196,8 @@ class PjStack:
         self._graveyard: list[Any] = []
         self.messenger = Messenger()
         self.mixer = Mixer(self)
+        self.device_port: DevicePort | None = None
+        self.sound: SoundDevices | None = None
         self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
 
@@ -351,6 +358,8 @@ class PjStack:
         self.transports, self._wake_addr = bind_transports(ep, s)
         ep.libStart()
         set_codecs(ep, s.codecs)
+        if s.audio_input_device or s.audio_output_device:
+            self._open_sound_devices()
         assert self._writer is not None
         self._writer.muted = True  # the probe ends on an expected PJ_ETOOMANY
         try:
@@ -370,6 +379,22 @@ class PjStack:
             tls_max=tls_max_version(ep) if "tls" in self.transports else "",
             codecs=codecs,
         )
+
+    def _open_sound_devices(self) -> None:
+        """A bridge party for the real devices (the null device stays the clock)."""
+        port = DevicePort()
+        port.create()
+        sound = SoundDevices(
+            port, self.settings.audio_input_device, self.settings.audio_output_device
+        )
+        try:
+            sound.open()
+        except ConfigError as exc:
+            # A microsip.ini from Windows names Windows devices: keep running, silent.
+            log.warning("sound_device_unavailable", error=exc.message, fallback="null device")
+            sound.close()
+            return
+        self.device_port, self.sound = port, sound
 
     # -- accounts -----------------------------------------------------------------
 
@@ -715,6 +740,10 @@ class PjStack:
 
     def _release_all(self) -> None:
         """Drop our references to every pjsua2 object (see :meth:`_say_goodbye`)."""
+        if self.sound is not None:
+            self.sound.close()  # stop PortAudio before its port goes away
+            self.sound = None
+        self.device_port = None
         for call in self.calls.values():
             call.release_media()
         self.calls.clear()
