@@ -25,29 +25,40 @@ RINGING = ("incoming", "early")
 UNANSWERED_OUT = ("calling", "early", "connecting")
 
 
+def _hangup_each(m: CallManager, numbers: list[int]) -> dict[str, Any]:
+    """Hang up each call; one that ended meanwhile does not stop the others."""
+    ended = []
+    for number in numbers:
+        try:
+            m.hangup(number)
+        except NotFoundError:
+            continue
+        ended.append(number)
+    return {"hungup": ended}
+
+
 def hangup_all(m: CallManager) -> dict[str, Any]:
     """Every call except ringing inbound ones (MicroSIP's ``/hangupall``)."""
-    ended = []
-    for c in m.calls():
-        if c.state == "disconnected" or (c.direction == "in" and c.state in RINGING):
-            continue
-        m.hangup(c.call)
-        ended.append(c.call)
-    return {"hungup": ended}
+    return _hangup_each(
+        m,
+        [
+            c.call
+            for c in m.calls()
+            if c.state != "disconnected" and not (c.direction == "in" and c.state in RINGING)
+        ],
+    )
 
 
 def hangup_incoming(m: CallManager) -> dict[str, Any]:
-    ended = [c.call for c in m.calls() if c.direction == "in" and c.state in RINGING]
-    for number in ended:
-        m.hangup(number)
-    return {"hungup": ended}
+    return _hangup_each(
+        m, [c.call for c in m.calls() if c.direction == "in" and c.state in RINGING]
+    )
 
 
 def hangup_calling(m: CallManager) -> dict[str, Any]:
-    ended = [c.call for c in m.calls() if c.direction == "out" and c.state in UNANSWERED_OUT]
-    for number in ended:
-        m.hangup(number)
-    return {"hungup": ended}
+    return _hangup_each(
+        m, [c.call for c in m.calls() if c.direction == "out" and c.state in UNANSWERED_OUT]
+    )
 
 
 def dial(m: CallManager, action: g.Dial) -> dict[str, Any]:

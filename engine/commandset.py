@@ -19,6 +19,7 @@ from .actions import hangup_all, run_command_line
 from .commands import CommandError, CommandRegistry, Param
 from .copydata import decode_copydata
 from .errors import EngineError
+from .grammar import parse_command_line
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -195,7 +196,11 @@ def build_registry(m: CallManager) -> CommandRegistry:
         request = decode_copydata(dwData, payload)
         if request.mode == "queued":
             queued.queue.put(request.text)
-            return {"queued": True, "text": request.text}
+            # Not the text itself: it may carry /password:.
+            return {
+                "queued": True,
+                "actions": [a.to_dict() for a in parse_command_line(request.text)],
+            }
         return {"queued": False, "results": run_command_line(m, request.text)}
 
     reg.register(

@@ -133,8 +133,8 @@ class CallManager:
             self._started = False
         self._publish(EngineStopping(reason=reason))
         self._stack.stop()
-        self.hooks.close()
-        self.bus.close()
+        self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
+        self.hooks.close()  # then lets their cmdCallEnd hooks run out
         self.history.close()
 
     def request_exit(self) -> None:

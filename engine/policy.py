@@ -73,17 +73,16 @@ def _denied(s: Settings, toggles: Toggles, acc: AccountConfig, invite: str, remo
     return False
 
 
-def _header_answer_delay(invite: str) -> float | None:
-    """Delay requested by the caller (X-AUTOANSWER / Call-Info), None if not asked."""
-    xaa = (header_value(invite, "X-AUTOANSWER") or "").strip().lower()
-    if xaa in ("true", "1"):
-        return 0.0
+def _header_answer_delay(invite: str, configured: float) -> float | None:
+    """Delay for a caller-requested answer (X-AUTOANSWER / Call-Info): ``answer-after=N``
+    overrides ``autoAnswerDelay``; None when the caller did not ask."""
     info = header_value(invite, "Call-Info") or ""
     m = _ANSWER_AFTER.search(info)
     if m:
         return float(m.group(1))
-    if "auto answer" in info.lower():
-        return 0.0
+    xaa = (header_value(invite, "X-AUTOANSWER") or "").strip().lower()
+    if xaa in ("true", "1") or "auto answer" in info.lower():
+        return configured
     return None
 
 
@@ -97,7 +96,7 @@ def _auto_answer(s: Settings, toggles: Toggles, invite: str, caller: str) -> Dec
         why = "auto-answer (all)" if s.auto_answer == "all" else "auto-answer (AA on)"
         return Decision("answer", 200, why, delay)
     if s.auto_answer == "header":
-        asked = _header_answer_delay(invite)
+        asked = _header_answer_delay(invite, delay)
         if asked is not None:
             return Decision("answer", 200, "auto-answer requested by the caller", asked)
     return None

@@ -94,7 +94,7 @@ def test_dwdata_1_answers_and_replies_after_dwdata_2_queues_hangupall(
     )
 
     reply = copydata(client, 2, payload("/hangupall"))
-    assert reply == {"queued": True, "text": "/hangupall"}
+    assert reply == {"queued": True, "actions": [{"action": "hangupall"}]}
     wait_until(lambda: client.request("calls") == [], STEP, "the queued /hangupall to end it")
     result = sipp.wait(STEP)
     assert result.successful == 1 and result.received("BYE") == 1
@@ -146,7 +146,10 @@ def test_malformed_payloads_are_rejected_and_the_engine_keeps_serving(
         client.request("copydata", dwData=1, payload_b64=b64(payload("/answer")), text="x")
 
     # A queued command that fails is logged; its sender was already answered.
-    assert copydata(client, 2, payload("/answer")) == {"queued": True, "text": "/answer"}
+    assert copydata(client, 2, payload("/answer")) == {
+        "queued": True,
+        "actions": [{"action": "answer"}],
+    }
     serve.wait_log(
         lambda e: e.get("event") == "queued_command_failed" and e.get("code") == "not_found",
         STEP,

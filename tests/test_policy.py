@@ -111,10 +111,11 @@ def test_auto_answer_modes_and_caller_list() -> None:
 @pytest.mark.parametrize(
     ("header", "delay"),
     [
-        ("X-AUTOANSWER: true", 0.0),
-        ("X-AUTOANSWER: 1", 0.0),
+        # autoAnswerDelay (5) applies; only answer-after=N overrides it.
+        ("X-AUTOANSWER: true", 5.0),
+        ("X-AUTOANSWER: 1", 5.0),
         ("Call-Info: <sip:x>;answer-after=2", 2.0),
-        ("Call-Info: <sip:x>;info=Auto Answer", 0.0),
+        ("Call-Info: <sip:x>;info=Auto Answer", 5.0),
         ("X-AUTOANSWER: false", None),
         ("Subject: nothing", None),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
@@ -140,7 +141,11 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             state = RegState.FAILED
             self.reg.failures += 1
             retry_in = min(RETRY_MAX, RETRY_FIRST * RETRY_FACTOR ** (self.reg.failures - 1))
-            self.stack.schedule(retry_in, self.retry_registration)
+            # By index, not a bound method: the timer must not keep this object alive
+            # (see PjStack.remove_account) nor retry for an account replaced since.
+            self.stack.schedule(
+                retry_in, functools.partial(self.stack.retry_registration, self.index, self)
+            )
             if code == 0 or not reason:
                 reason = reason or "no response"
         if state is not RegState.REGISTERED:

@@ -65,6 +65,9 @@ class PjCall(pj.Call):  # type: ignore[misc]
         else:
             super().__init__(pj_account)
         self.stack = stack
+        # pjsua2 keeps a reference to the Account object (and asserts on it when a
+        # REFER or Replaces creates a sibling call): keep that object alive with us.
+        self.pj_account = pj_account
         self.number = stack.next_call_number()
         self.account = account
         self.direction = direction
@@ -138,13 +141,17 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.state = _STATES.get(ci.state, CallStateName.CALLING)
         self.code = int(ci.lastStatusCode)
         self.reason = str(ci.lastReason)
-        if self.state is CallStateName.CONFIRMED and self.answer_time is None:
-            self.answer_time = time.time()
-            self.stack.call_confirmed(self)
-        if self.state is CallStateName.DISCONNECTED:
-            # Release first: when the event is out, the recording WAV is complete.
-            self.stack.call_ended(self)
-        self.stack.emit(self.state_event())
+        try:
+            if self.state is CallStateName.CONFIRMED and self.answer_time is None:
+                self.answer_time = time.time()
+                self.stack.call_confirmed(self)
+            if self.state is CallStateName.DISCONNECTED:
+                # Release first: when the event is out, the recording WAV is complete.
+                self.stack.call_ended(self)
+        except Exception as exc:  # e.g. an unwritable recordingPath: report, go on
+            log.error("call_state_action_failed", call=self.number, error=repr(exc))
+        finally:
+            self.stack.emit(self.state_event())  # the state change is never lost
 
     @callback
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
@@ -185,6 +192,14 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 new_call=new.number,
             )
         )
+
+    @callback
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:
+        """An INVITE with Replaces for this call (we are the consulted party of an
+        attended transfer): pjsua answers it as a new call that takes this one's
+        place. It needs a Call object of its own, else pjsua2 would point the new
+        call at this object, which dies with the old call."""
+        prm.newCall = self.stack.adopt_replacing(self)
 
     @callback
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:

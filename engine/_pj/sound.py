@@ -117,6 +117,15 @@ class SoundDevices:
             import sounddevice as sd
         except OSError as exc:  # PortAudio itself is missing
             raise ConfigError(f"audio devices need PortAudio (libportaudio2): {exc}") from None
+        refused = getattr(sd, "PortAudioError", OSError)
+        try:
+            self._open_streams(sd)
+            for stream in self._streams:
+                stream.start()
+        except refused as exc:  # e.g. the device refuses 16 kHz mono
+            raise ConfigError(f"audio device refused the stream: {exc}") from None
+
+    def _open_streams(self, sd: Any) -> None:
         if self.input_device:
             self._streams.append(
                 sd.RawInputStream(
@@ -139,8 +148,6 @@ class SoundDevices:
                     callback=self._playback,
                 )
             )
-        for stream in self._streams:
-            stream.start()
 
     def _captured(self, indata: Any, frames: int, _time: Any, _status: Any) -> None:
         if frames == SAMPLES:

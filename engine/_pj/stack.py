@@ -34,6 +34,7 @@ from ..errors import (
     EngineStoppedError,
     InvalidTargetError,
     NotFoundError,
+    SipError,
 )
 from ..events import (
     CallRejected,
@@ -231,7 +232,17 @@ class PjStack:
         try:
             return fut.result(timeout)
         except TimeoutError:
-            raise EngineError("the SIP thread did not answer in time", code="timeout") from None
+            if fut.cancel():
+                raise EngineError(
+                    "the SIP thread did not answer in time; the command was not run",
+                    code="timeout",
+                ) from None
+            raise EngineError(
+                "the SIP thread did not answer in time; the command is still running",
+                code="timeout",
+            ) from None
+        finally:
+            del fut  # the future holds the exception, the exception this frame: no cycle
 
     def _wake(self) -> None:
         if self._wake_addr is not None:
@@ -444,7 +455,16 @@ class PjStack:
         pj_acc.unregistering = True
         self.messenger.forget_account(index)
         pj_acc.shutdown()  # sends the un-REGISTER
-        self._graveyard.append(pj_acc)
+        # pjsua2's ~Account() deletes the account *slot* it had, and pjsua hands
+        # that slot to the next account created: destroying this object later would
+        # silently delete its successor. Disowned, it is never destroyed (a few
+        # hundred bytes per re-registration) and nothing can reach it again.
+        pj_acc.thisown = False
+
+    def retry_registration(self, index: int, scheduled_by: object) -> None:
+        acc = self.accounts.get(index)
+        if acc is not None and acc is scheduled_by:
+            acc.retry_registration()
 
     def account(self, index: int) -> PjAccount:
         try:
@@ -492,6 +512,7 @@ class PjStack:
             hdr = pj.SipHeader()
             hdr.hName, hdr.hValue = name, value
             prm.txOption.headers.append(hdr)
+        failure: SipError | None = None
         for attempt in range(3):
             call = PjCall(self, account, pj_acc, -1, "out")
             try:
@@ -501,7 +522,12 @@ class PjStack:
                 if exc.status == PJ_ETOOMANY and attempt < 2:
                     self.endpoint.libHandleEvents(10)  # a just-ended slot frees in a few ms
                     continue
-                raise translate("dial", exc) from None
+                failure = translate("dial", exc)
+            if failure is not None:
+                # Raised outside the except block: no chained pj.Error (and its frames
+                # holding this Call) may travel to the caller's thread.
+                raise failure
+            self.claim_slot(call)
             call.started = True
             call.post_dial, call.dtmf_method = post_dial, dtmf_method
             call.refresh_identity(call.getInfo())
@@ -511,8 +537,18 @@ class PjStack:
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
         call = PjCall(self, pj_acc.index, pj_acc, call_id, "in")
+        self.claim_slot(call)
         self.calls[call.number] = call
         return call
+
+    def claim_slot(self, call: PjCall) -> None:
+        """pjsua reuses call slots at once; pjsua2's ~Call() clears and hangs up the
+        slot its object had. An ended call still waiting in the graveyard for the same
+        slot must therefore never be destroyed: disown it."""
+        slot = call.getId()
+        for old in self._graveyard:
+            if isinstance(old, PjCall) and old is not call and old.getId() == slot:
+                old.thisown = False
 
     def decide_incoming(self, call: PjCall, message: str) -> None:
         assert self.limits is not None
@@ -649,9 +685,15 @@ class PjStack:
                 raise EngineError(f"call {c.number} is not answered", code="invalid_state")
         call.xferReplaces(other, pj.CallOpParam(True))
 
+    def adopt_replacing(self, call: PjCall) -> PjCall:
+        """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
+        new = PjCall(self, call.account, call.pj_account, -1, "in")
+        self.calls[new.number] = new
+        return new
+
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
-        new = PjCall(self, call.account, self.account(call.account), -1, "out")
+        new = PjCall(self, call.account, call.pj_account, -1, "out")
         new.remote_uri = split_name_addr(target)[1]
         self.calls[new.number] = new
         return new
@@ -784,3 +826,10 @@ class PjStack:
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
         self._writer = None
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """The exception alone: no traceback, no chained cause or context. Their frames
+    may hold pjsua2 objects, which must die on the pjsua2 thread, before libDestroy."""
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
