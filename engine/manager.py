@@ -32,6 +32,10 @@ ENGINE_VERSION = "0.1.0"
 
 T = TypeVar("T")
 
+#: How long a command-line dial waits for REGISTER 200 before it is dropped: long
+#: enough to fix a password (``/password:``), short enough that no call surprises
+#: anyone hours later.
+DEFERRED_DIAL_TTL = 120.0
 #: Volume change per MicroSIP micup/micdown/speakup/speakdown (0-100 scale).
 VOLUME_STEP = 10
 
@@ -62,7 +66,8 @@ class CallManager:
         self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
-        self._pending: list[tuple[int, str, tuple[str, ...]]] = []
+        #: Dials waiting for REGISTER 200: (account, target, post-dial, deadline).
+        self._pending: list[tuple[int, str, tuple[str, ...], float]] = []
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
         self.history = CallHistory(
@@ -277,7 +282,9 @@ class CallManager:
         if not self.account_config(index).server or self._registered(index):
             return self.dial(target, index, post_dial=post_dial)
         with self._lock:
-            self._pending.append((index, target, tuple(post_dial)))
+            self._pending.append(
+                (index, target, tuple(post_dial), time.monotonic() + DEFERRED_DIAL_TTL)
+            )
         log.info("dial_deferred", account=index, target=target)
         if self._registered(index):  # registered meanwhile: do not wait for a refresh
             self._flush_pending(index)
@@ -290,11 +297,29 @@ class CallManager:
         if isinstance(event, RegistrationChanged) and event.state is RegState.REGISTERED:
             self._flush_pending(event.account)
 
+    def _drop_pending(self, index: int, why: str) -> None:
+        """A deferred dial is not kept for a registration that failed or an account
+        switched away: a call placed hours later would surprise everyone."""
+        with self._lock:
+            dropped = [p for p in self._pending if p[0] == index]
+            self._pending = [p for p in self._pending if p[0] != index]
+        for _, target, _, _ in dropped:
+            log.error("deferred_dial_dropped", account=index, target=target, reason=why)
+
     def _flush_pending(self, index: int) -> None:
         with self._lock:
             due = [p for p in self._pending if p[0] == index]
             self._pending = [p for p in self._pending if p[0] != index]
-        for account, target, post_dial in due:
+        now = time.monotonic()
+        for account, target, post_dial, deadline in due:
+            if now > deadline:
+                log.error(
+                    "deferred_dial_dropped",
+                    account=account,
+                    target=target,
+                    reason=f"not registered within {DEFERRED_DIAL_TTL:.0f} s",
+                )
+                continue
             try:
                 self.dial(target, account, post_dial=post_dial)
             except EngineError as exc:
@@ -448,6 +473,8 @@ class CallManager:
                 self.account_config(index)  # NotFoundError for a missing account
             old = self.default_account()
             self.config = self.config.set_account_id(index)
+            if old != index:
+                self._drop_pending(old, f"switched to account {index}")
             if old != 0 and old != index:
                 self._run(self._stack.remove_account, old)
             if index == 0:
