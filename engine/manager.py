@@ -473,15 +473,20 @@ class CallManager:
                 self.account_config(index)  # NotFoundError for a missing account
             old = self.default_account()
             self.config = self.config.set_account_id(index)
-            if old != index:
-                self._drop_pending(old, f"switched to account {index}")
-            if old != 0 and old != index:
+            # MicroSIP's rules may map the saved value (0 without enableLocalAccount
+            # means account 1): follow what the configuration now says is active.
+            new = self.default_account()
+            if old != new:
+                self._drop_pending(old, f"switched to account {new}")
+            if old != 0 and old != new:
                 self._run(self._stack.remove_account, old)
-            if index == 0:
+            if new == 0:
                 if not any(a.account == 0 for a in self.accounts()):
                     return self._add_account(0, self.config.local_account)
                 return None
-            return self._add_account(index, self.account_config(index))
+            if old == new and any(a.account == new for a in self.accounts()):
+                return None  # already the registered account: nothing to redo
+            return self._add_account(new, self.account_config(new))
 
     def save_password(self, index: int, password: str) -> None:
         """Store a plaintext password in ``[Account<index>]``; re-register if active."""
