@@ -44,7 +44,7 @@ from ..events import (
     RecordingSaved,
     TransportState,
 )
-from ..sipuri import header_value, split_name_addr
+from ..sipuri import header_value, split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from .account import PjAccount, build_config
 from .call import PjCall
@@ -504,9 +504,9 @@ class PjStack:
             )
         pj_acc = self.account(account)
         prm = pj.CallOpParam(True)
-        if hide_cid in ("1", "hard"):  # MicroSIP: anonymous From
+        if hide_cid in ("1", "hard"):  # MicroSIP: anonymous From, and Privacy: id too
             prm.txOption.localUri = ANONYMOUS
-        elif hide_cid:  # any other value: ask the network to hide us
+        if hide_cid:  # any non-empty value asks the network to hide us
             headers = {"Privacy": "id", **headers}
         for name, value in headers.items():
             hdr = pj.SipHeader()
@@ -694,7 +694,9 @@ class PjStack:
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
         new = PjCall(self, call.account, call.pj_account, -1, "out")
-        new.remote_uri = split_name_addr(target)[1]
+        # A Refer-To may carry URI headers (?Replaces=…): they are not the party.
+        new.remote_uri = split_name_addr(target)[1].split("?", 1)[0]
+        new.remote_user = user_part(new.remote_uri)
         self.calls[new.number] = new
         return new
 

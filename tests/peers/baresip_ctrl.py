@@ -113,6 +113,13 @@ class CtrlClient(_SocketReader):
         except ValueError as exc:
             self.errors.append(f"undecodable netstring {payload[:200]!r}: {exc}")
             return
+        # The hook runs before waiters wake, so what it files (a call's recording on
+        # CALL_CLOSED) is in place when a test sees the event.
+        if message.get("event") and self._on_event is not None:
+            try:
+                self._on_event(message)
+            except Exception as exc:  # keep reading events whatever the hook does
+                self.errors.append(f"event hook failed on {message.get('type')}: {exc!r}")
         with self._cond:
             if message.get("response"):
                 token = str(message.get("token", ""))
@@ -122,11 +129,6 @@ class CtrlClient(_SocketReader):
             elif message.get("event"):
                 self._events.append(message)
             self._cond.notify_all()
-        if message.get("event") and self._on_event is not None:
-            try:
-                self._on_event(message)
-            except Exception as exc:  # keep reading events whatever the hook does
-                self.errors.append(f"event hook failed on {message.get('type')}: {exc!r}")
 
     # -- API ---------------------------------------------------------------
 

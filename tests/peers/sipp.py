@@ -53,6 +53,8 @@ SCENARIOS = (
     "uas_ring",
     "uas_hold",
     "uac_info_dtmf",
+    "uas_refer",
+    "uac_mwi_notify",
 )
 DEFAULT_TONE_HZ = 1000.0
 AUDIO_NAME = "audio.pcmu"
