@@ -54,11 +54,11 @@ from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
-from .sound import DevicePort, SoundDevices
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
+    from .sound import DevicePort, SoundDevices
 
 log = structlog.get_logger("engine.stack")
 
@@ -392,7 +392,11 @@ class PjStack:
         )
 
     def _open_sound_devices(self) -> None:
-        """A bridge party for the real devices (the null device stays the clock)."""
+        """A bridge party for the real devices (the null device stays the clock).
+        Imported here: numpy and PortAudio cost ~10 MB an engine without devices
+        should not carry."""
+        from .sound import DevicePort, SoundDevices
+
         port = DevicePort()
         port.create()
         sound = SoundDevices(
