@@ -115,3 +115,15 @@ pjsipLogLevel=9
     assert re.search(r'response\s*=\s*"?[0-9a-f]{32}', log) is None  # the digest,
     assert re.search(r"inline:[A-Za-z0-9+/]{20,}", log) is None  # or SRTP keys.
     assert "Authorization: <redacted>" in log
+
+
+def test_the_idle_service_loads_nothing_it_does_not_use(
+    tmp_path: Path, serve: list[ServeProcess]
+) -> None:
+    """Memory guard (scripts/bench measures it): no numpy without sound devices, no
+    asyncio/ssl (structlog imports asyncio; the service defers it), no hashlib."""
+    proc = ServeProcess(tmp_path, None)
+    serve.append(proc)
+    maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
+    for module in ("numpy", "_ssl.cpython", "_asyncio.cpython", "_hashlib.cpython"):
+        assert module not in maps, f"{module} is loaded by the idle service"
