@@ -463,7 +463,8 @@ def _dial_or_message(line: str, scheme: str) -> tuple[Action, ...]:
     if not number:
         return ()
     if number.startswith("/"):
-        raise GrammarError(f"unknown command {number!r}")
+        # Only the name: whatever follows a ':' may be a secret (/Password:x).
+        raise GrammarError(f"unknown command {number.split(':', 1)[0]!r}")
     if scheme == "sip" and "@" in number:
         number = "sip:" + number
     if text:

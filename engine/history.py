@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -40,6 +39,7 @@ import structlog
 
 from .config import EngineSettings
 from .events import CallState, CallStateName, Event, IncomingCall
+from .sipuri import host_port
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -96,7 +96,6 @@ _INSERT = f"INSERT INTO call_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' 
 _TRIM = (
     "DELETE FROM call_log WHERE id IN (SELECT id FROM call_log ORDER BY id DESC LIMIT -1 OFFSET ?)"
 )
-_HOSTPORT = re.compile(r"^(?:sips?|tel):(?:[^@;?>]*@)?(?P<host>[^;?>]*)", re.IGNORECASE)
 
 
 def default_history_path(
@@ -156,14 +155,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return db
 
 
-def _hostport(uri: str) -> str:
-    m = _HOSTPORT.match(uri)
-    return m.group("host") if m else ""
-
-
 def _number(uri: str, user: str, account_domain: str) -> str:
     """MicroSIP's ``number``: the user alone within the account's domain."""
-    host = _hostport(uri)
+    host = host_port(uri)
     if not user:
         return host
     if not host or host == account_domain:

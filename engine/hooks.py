@@ -95,6 +95,7 @@ import structlog
 
 from .config import AccountConfig, Settings
 from .events import CallState, CallStateName, Event, HookRun, IncomingCall, IncomingDecision
+from .sipuri import host_port
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -125,7 +126,6 @@ HOOKS: Mapping[str, tuple[str, str]] = {
 }
 _SECRET_PLACEHOLDERS = ("{password}", "{md5_password}")
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
-_HOSTPORT = re.compile(r"^(?:sips?|tel):(?:[^@;?>]*@)?(?P<host>[^;?>]*)", re.IGNORECASE)
 _WHITESPACE = " \t"
 
 
@@ -258,11 +258,6 @@ def url_encode(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def _hostport(uri: str) -> str:
-    m = _HOSTPORT.match(uri)
-    return m.group("host") if m else ""
-
-
 def expand_placeholders(
     template: str, ctx: CallContext, account: AccountConfig | None, now: float | None = None
 ) -> str:
@@ -279,7 +274,7 @@ def expand_placeholders(
         "callerid": url_encode(ctx.display_name or ctx.remote_user),
         "user": url_encode(ctx.remote_user),
         "number": url_encode(ctx.remote_user),
-        "domain": url_encode(_hostport(ctx.remote_uri)),
+        "domain": url_encode(host_port(ctx.remote_uri)),
         "name": url_encode(ctx.display_name),
         "callid": url_encode(ctx.sip_call_id),
         "direction": "out" if ctx.direction == "out" else "in",

@@ -25,7 +25,9 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     # Key dumps PJSIP prints at high levels ("key=..." / "master key ...").
     (re.compile(r"(?i)((?:master )?key\s*[=:]\s*)[0-9A-Za-z+/=]{16,}"), r"\1<redacted>"),
     # password=... in URIs, ini lines, command lines (/password:x).
-    (re.compile(r"(?i)(pass(?:word)?\s*[=:]\s*)\S+"), r"\1<redacted>"),
+    (re.compile(r"(?i)(pass(?:word)?\s*[=:]\s*)(?:\"[^\"]*\"?|\S+)"), r"\1<redacted>"),
+    # user:password@host in a SIP URI.
+    (re.compile(r"(?i)\b(sips?:[^:@\s;>\"]+:)[^@\s;>\"]+@"), r"\1<redacted>@"),
     (re.compile(r"(?i)(auth_pass=)[^;>\s]+"), r"\1<redacted>"),
 )
 

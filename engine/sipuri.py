@@ -40,3 +40,12 @@ def header_value(message: str, name: str, compact: str | None = None) -> str | N
         if sep and key.strip().lower() in names:
             return value.strip()
     return None
+
+
+_HOSTPORT = re.compile(r"^(?:sips?|tel):(?:[^@;?>]*@)?(?P<host>[^;?>]*)", re.IGNORECASE)
+
+
+def host_port(uri: str) -> str:
+    """The host[:port] of a URI (``sip:bob@pbx:5060;x`` → ``pbx:5060``), else ""."""
+    m = _HOSTPORT.match(uri)
+    return m.group("host") if m else ""
