@@ -127,3 +127,28 @@ def test_the_idle_service_loads_nothing_it_does_not_use(
     maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
     for module in ("numpy", "_ssl.cpython", "_asyncio.cpython", "_hashlib.cpython"):
         assert module not in maps, f"{module} is loaded by the idle service"
+
+
+def test_stopping_with_a_message_still_in_flight_exits_cleanly(
+    tmp_path: Path, serve: list[ServeProcess]
+) -> None:
+    """A MESSAGE to a silent address retransmits for 32 s; stopping the engine then
+    ends its transaction inside libDestroy, which calls back into the account: the
+    account must still exist (it used to abort the process)."""
+    import socket
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # receives and never answers
+    try:
+        proc = ServeProcess(tmp_path, None)
+        serve.append(proc)
+        client = proc.client()
+        port = silent.getsockname()[1]
+        client.request("message", target=f"sip:nobody@127.0.0.1:{port}", text="hello")
+        silent.settimeout(5)
+        assert b"MESSAGE sip:nobody@" in silent.recv(65535)  # it is on the wire
+        client.close()
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(5) == 0, proc.log_path.read_text()[-2000:]
+    finally:
+        silent.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import TYPE_CHECKING
@@ -115,6 +116,23 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.registrar = _with_scheme(acc.server, acc.transport) if acc.server else ""
         self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
+        self.retired = False
+
+    def reconfigure(self, acc: AccountConfig, transport: str, uri: str) -> None:
+        """New settings for this index (before ``modify``): back in service."""
+        self.config, self.transport, self.uri = acc, transport, uri
+        self.registrar = _with_scheme(acc.server, acc.transport) if acc.server else ""
+        self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
+        self.unregistering = False
+        self.retired = False
+
+    def retire(self) -> None:
+        """Out of service: un-REGISTER (if registered) and refuse calls from now on."""
+        self.unregistering = True
+        self.retired = True
+        if self.reg.state is RegState.REGISTERED:
+            with contextlib.suppress(pj.Error):
+                self.setRegistration(False)
 
     def snapshot(self) -> AccountSnapshot:
         return AccountSnapshot(
@@ -183,6 +201,9 @@ class PjAccount(pj.Account):  # type: ignore[misc]
     @callback
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         call = self.stack.adopt_incoming(self, int(prm.callId))
+        if self.retired:  # switched away from: as if it no longer existed
+            self.stack.hangup(call.number, 480, "Temporarily Unavailable")
+            return
         whole = str(prm.rdata.wholeMsg)
         ci = call.getInfo()
         call.refresh_identity(ci)

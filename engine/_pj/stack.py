@@ -72,6 +72,7 @@ MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
 _ONE_PER_PROCESS = threading.Lock()
+PJSIP_EBUSY = 171001
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 
 
@@ -196,6 +197,7 @@ class PjStack:
         self.calls: dict[int, PjCall] = {}
         self._graveyard: list[Any] = []
         self.messenger = Messenger()
+        self._retired: dict[int, PjAccount] = {}
         self.mixer = Mixer(self)
         self.device_port: DevicePort | None = None
         self.sound: SoundDevices | None = None
@@ -422,10 +424,11 @@ class PjStack:
         return -1, "udp+tcp"
 
     def add_account(self, index: int, acc: AccountConfig, password: str | None) -> AccountSnapshot:
-        if index in self.accounts:
-            self.remove_account(index)
-        if len(self.accounts) >= MAX_ACCOUNTS:
-            raise CapacityError(f"this pjsua2 build allows at most {MAX_ACCOUNTS} accounts")
+        """Create account ``index``, or re-configure the one pjsua already has for it.
+
+        pjsua never deletes an account while the engine runs (see
+        :meth:`remove_account`): an index seen before is modified in place.
+        """
         tid, label = self.transport_for(acc.transport)
         udp = self.transports["udp"][1]
         local_host = udp.host if index == 0 else ""
@@ -433,8 +436,23 @@ class PjStack:
             local_host = f"{udp.host}:{udp.port}"
         cfg = build_config(acc, tid, local_host, password)
         self._media_transport(cfg, acc.public_addr)
+        uri = split_name_addr(str(cfg.idUri))[1]
+        existing = self.accounts.pop(index, None) or self._retired.pop(index, None)
+        if existing is not None:
+            existing.reconfigure(acc, label, uri)
+            self.accounts[index] = existing
+            existing.modify(cfg)
+            if acc.server:
+                try:
+                    existing.setRegistration(True)
+                except pj.Error as exc:
+                    if exc.status != PJSIP_EBUSY:  # busy: modify() already re-registers
+                        raise
+            return existing.snapshot()
+        if len(self.accounts) + len(self._retired) >= MAX_ACCOUNTS:
+            raise CapacityError(f"this pjsua2 build allows at most {MAX_ACCOUNTS} accounts")
         pj_acc = PjAccount(self, index, acc, label)
-        pj_acc.uri = split_name_addr(str(cfg.idUri))[1]
+        pj_acc.uri = uri
         pj_acc.create(cfg, index == 0 and not acc.server)
         self.accounts[index] = pj_acc
         return pj_acc.snapshot()
@@ -453,17 +471,17 @@ class PjStack:
             tc.publicAddress = public_addr or s.public_address
 
     def remove_account(self, index: int) -> None:
+        """Un-REGISTER account ``index`` and retire it. It stays in pjsua: deleting a
+        pjsua account aborts the interpreter if a transaction of it (a MESSAGE still
+        retransmitting, a registration) reports back later (``pjsua_acc_get_user_data``
+        asserts), and pjsua2's ~Account() would delete whatever account reuses its
+        slot. A retired account refuses calls and comes back if its index does."""
         pj_acc = self.accounts.pop(index, None)
         if pj_acc is None:
             raise NotFoundError(f"no account {index}")
-        pj_acc.unregistering = True
+        pj_acc.retire()
         self.messenger.forget_account(index)
-        pj_acc.shutdown()  # sends the un-REGISTER
-        # pjsua2's ~Account() deletes the account *slot* it had, and pjsua hands
-        # that slot to the next account created: destroying this object later would
-        # silently delete its successor. Disowned, it is never destroyed (a few
-        # hundred bytes per re-registration) and nothing can reach it again.
-        pj_acc.thisown = False
+        self._retired[index] = pj_acc
 
     def retry_registration(self, index: int, scheduled_by: object) -> None:
         acc = self.accounts.get(index)
@@ -796,10 +814,12 @@ class PjStack:
             call.release_media()
         self.calls.clear()
         self.messenger.clear()
-        for acc in self.accounts.values():
-            with contextlib.suppress(pj.Error):
-                acc.shutdown()
-        self.accounts.clear()
+        # Accounts stay valid through libDestroy: pjsua destroys its endpoint first
+        # and pending transactions call back into their accounts (see
+        # remove_account). pjsua deletes them itself; the Python objects are
+        # disowned so that their destructors never touch the library afterwards.
+        for acc in [*self.accounts.values(), *self._retired.values()]:
+            acc.thisown = False
         self._graveyard.clear()
         self._timers.clear()
 
@@ -831,6 +851,8 @@ class PjStack:
             with contextlib.suppress(pj.Error):
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
+        self.accounts.clear()
+        self._retired.clear()
         self._writer = None
 
 

@@ -1,0 +1,103 @@
+"""Garbage into every engine command: only EngineError comes out, the engine lives on.
+
+Random parameters go through the one command registry (what every channel uses)
+into a running engine. Dial targets stay on loopback (a closed port) or are
+malformed, so nothing is ever sent to a real address.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from enginekit import Engines, engines_fixture
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.commands import CommandRegistry
+from engine.commandset import build_registry
+from engine.errors import EngineError
+
+pytestmark = pytest.mark.peers
+
+
+def closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+CLOSED = closed_udp_port()
+
+texts = st.text(max_size=300) | st.sampled_from(["", " ", "\x00", "a" * 5000, "sip:", "@@"])
+numbers = st.integers(min_value=-(2**40), max_value=2**40)
+targets = (
+    texts.filter(lambda t: not t.strip().isalnum())  # malformed: refused before pjsua2
+    | st.builds(
+        lambda u: f"sip:{u}@127.0.0.1:{CLOSED}", st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True)
+    )
+)
+COMMANDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "dial": st.fixed_dictionaries({"target": targets}),
+    "answer": st.fixed_dictionaries({}, optional={"call": numbers, "code": numbers}),
+    "hangup": st.fixed_dictionaries({"call": numbers}, optional={"code": numbers}),
+    "hold": st.fixed_dictionaries({}, optional={"call": numbers, "hold": st.booleans()}),
+    "transfer": st.fixed_dictionaries({"target": targets}, optional={"call": numbers}),
+    "transfer_attended": st.fixed_dictionaries({"call": numbers, "to_call": numbers}),
+    "dtmf": st.fixed_dictionaries({"digits": texts}, optional={"method": numbers}),
+    "message": st.fixed_dictionaries({"target": targets, "text": texts}),
+    "play": st.fixed_dictionaries({"call": numbers, "wav": texts}),
+    "record": st.fixed_dictionaries({"call": numbers}, optional={"wav": texts}),
+    "toggle": st.fixed_dictionaries({"name": texts, "on": st.booleans()}),
+    "audio": st.fixed_dictionaries(
+        {}, optional={"mic_volume": numbers, "mic_muted": st.booleans()}
+    ),
+    "conference": st.fixed_dictionaries({}, optional={"calls": texts}),
+    "commandline": st.fixed_dictionaries({"line": texts}),
+    "copydata": st.fixed_dictionaries({"dwData": numbers, "payload_b64": texts}),
+    "switch_account": st.fixed_dictionaries({"account": numbers}),
+}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, CommandRegistry]]:
+    engines = Engines(tmp_path_factory.mktemp("robust"))
+    manager, _ = engines.start()
+    try:
+        yield manager, build_registry(manager)
+    finally:
+        engines.stop_all()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.sampled_from(sorted(COMMANDS)).flatmap(lambda n: st.tuples(st.just(n), COMMANDS[n])))
+def test_garbage_commands_only_raise_engine_errors(
+    engine: tuple[Any, CommandRegistry], command: tuple[str, dict[str, Any]]
+) -> None:
+    manager, registry = engine
+    name, params = command
+    if name == "commandline" and params["line"].strip() == "/exit":
+        return  # would stop the engine under test: /exit has its own tests
+    try:
+        registry.call(name, params)
+    except EngineError:
+        pass
+    assert manager.running
+    assert manager.status()["capacity"]["max_calls"] == 4
+
+
+def test_the_engine_still_works_after_the_garbage(engine: tuple[Any, CommandRegistry]) -> None:
+    manager, registry = engine
+    for call in manager.calls():
+        manager.hangup(call.call)
+    status = registry.call("status", {})
+    assert status["accounts"][0]["account"] == 0
+    with pytest.raises(EngineError):
+        registry.call("dial", {"target": "\x00"})
