@@ -7,13 +7,13 @@ malformed, so nothing is ever sent to a real address.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from enginekit import Engines, engines_fixture
+from enginekit import Engines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,10 +85,8 @@ def test_garbage_commands_only_raise_engine_errors(
     name, params = command
     if name == "commandline" and params["line"].strip() == "/exit":
         return  # would stop the engine under test: /exit has its own tests
-    try:
+    with contextlib.suppress(EngineError):  # a clear refusal is fine; anything else fails
         registry.call(name, params)
-    except EngineError:
-        pass
     assert manager.running
     assert manager.status()["capacity"]["max_calls"] == 4
 
