@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
-from .events import Event, HandlerFailed
+from .events import Event, EventType, HandlerFailed
 
 log = structlog.get_logger("engine.bus")
 
@@ -32,6 +32,10 @@ class Handler(Protocol):
     name: str
 
     def on_event(self, event: Event) -> None: ...
+
+
+#: A handler may also have ``event_types``: a frozenset of the EventTypes it wants
+#: (None or absent: all of them).
 
 
 class _Worker:
@@ -69,6 +73,16 @@ class _Worker:
                     )
 
     def put(self, event: Event) -> None:
+        # A handler may name the events it wants (``event_types``); others are not queued,
+        # so its thread is not woken (fewer wake-ups competing for the GIL with the
+        # SIP thread).
+        wanted = getattr(self.handler, "event_types", None)
+        if (
+            wanted is not None
+            and event.type not in wanted
+            and event.type is not EventType.HANDLER_FAILED
+        ):
+            return
         if self.queue.qsize() >= MAX_BACKLOG:
             self.dropped += 1
             if self.dropped in (1, 100, 10_000):
@@ -126,9 +140,15 @@ class EventBus:
 class CallbackHandler:
     """Adapts a plain function to the :class:`Handler` protocol."""
 
-    def __init__(self, name: str, func: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        func: Callable[[Event], None],
+        events: frozenset[EventType] | None = None,
+    ) -> None:
         self.name = name
         self._func = func
+        self.event_types = events
 
     def on_event(self, event: Event) -> None:
         self._func(event)

@@ -94,7 +94,15 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from .config import AccountConfig, Settings
-from .events import CallState, CallStateName, Event, HookRun, IncomingCall, IncomingDecision
+from .events import (
+    CallState,
+    CallStateName,
+    Event,
+    EventType,
+    HookRun,
+    IncomingCall,
+    IncomingDecision,
+)
 from .sipuri import host_port
 
 __all__ = [
@@ -332,6 +340,10 @@ class HookRunner:
     """
 
     name = "hooks"
+    #: The bus only wakes the runner for these.
+    event_types = frozenset(
+        {EventType.INCOMING_CALL, EventType.INCOMING_DECISION, EventType.CALL_STATE}
+    )
 
     def __init__(
         self,

@@ -32,6 +32,11 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: Whether debug lines are wanted: lets hot paths skip building what would be dropped.
+#: True until :func:`configure` says otherwise (structlog's default prints everything).
+debug_enabled = True
+
+
 def redact_text(text: str) -> str:
     """Remove secrets from free text (SIP messages, command lines)."""
     for pattern, repl in _TEXT_RULES:
@@ -56,9 +61,11 @@ def configure(fmt: str = "console", level: str = "info", stream: TextIO | None =
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    global debug_enabled
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
+    debug_enabled = numeric <= logging.DEBUG
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

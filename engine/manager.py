@@ -16,11 +16,19 @@ from typing import Any, TypeVar
 
 import structlog
 
+from . import logs
 from .bus import CallbackHandler, EventBus, Handler
 from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
-from .events import EngineStarted, EngineStopping, Event, RegistrationChanged, RegState
+from .events import (
+    EngineStarted,
+    EngineStopping,
+    Event,
+    EventType,
+    RegistrationChanged,
+    RegState,
+)
 from .history import CallHistory, default_history_path
 from .hooks import HookRunner
 from .policy import Toggles, decide
@@ -84,7 +92,11 @@ class CallManager:
         self.bus.subscribe(self.hooks)
         #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
         self.exit_requested = threading.Event()
-        self.bus.subscribe(CallbackHandler("deferred-dial", self._dial_pending))
+        self.bus.subscribe(
+            CallbackHandler(
+                "deferred-dial", self._dial_pending, events=frozenset({EventType.REGISTRATION})
+            )
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -167,7 +179,8 @@ class CallManager:
 
     def _publish(self, event: Event) -> None:
         self.history.handle(event)  # never raises; commits before the end is published
-        log.debug("event", **_loggable(event.to_dict()))
+        if logs.debug_enabled:  # to_dict() on the SIP thread only when it is logged
+            log.debug("event", **_loggable(event.to_dict()))
         self.bus.publish(event)
 
     def _account_or_none(self, index: int) -> AccountConfig | None:

@@ -209,7 +209,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine-dial", nargs=3, metavar=("INI", "TARGET", "N"))
     parser.add_argument("--idle", type=float, default=5.0)
-    parser.add_argument("--dials", type=int, default=20)
+    parser.add_argument("--dials", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--copydata", type=int, default=500, help="WM_COPYDATA messages")
     args = parser.parse_args()
