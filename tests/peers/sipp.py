@@ -49,6 +49,7 @@ SCENARIOS = (
     "uac_send_bye",
     "uac_answer_or_busy",
     "uac_policy",
+    "uac_cancel",
     "uas_answer",
     "uas_ring",
     "uas_hold",
