@@ -195,6 +195,7 @@ class CallHistory:
         self._account_domain = account_domain
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._closed = False
         self._tracks: dict[int, _Track] = {}
         self._recorded: collections.deque[int] = collections.deque(maxlen=256)
         with self._lock:
@@ -204,6 +205,9 @@ class CallHistory:
 
     def _connection(self) -> sqlite3.Connection | None:
         """The open connection, opening it if needed; None (logged) when it cannot be."""
+        if self._db is None and self._closed:
+            log.error("history_closed", detail="a call ended after the history was closed")
+            return None
         if self._db is None:
             try:
                 self._db = _connect(self.path, self.busy_timeout)
@@ -219,6 +223,7 @@ class CallHistory:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._drop_connection()
 
     stop = close

@@ -73,6 +73,8 @@ IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
 _ONE_PER_PROCESS = threading.Lock()
 PJSIP_EBUSY = 171001
+#: Seconds after which a transfer's call that pjsua never started is dropped.
+ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 
 
@@ -198,6 +200,7 @@ class PjStack:
         self._graveyard: list[Any] = []
         self.messenger = Messenger()
         self._retired: dict[int, PjAccount] = {}
+        self._orphans: list[PjCall] = []
         self.mixer = Mixer(self)
         self.device_port: DevicePort | None = None
         self.sound: SoundDevices | None = None
@@ -711,6 +714,7 @@ class PjStack:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
         new = PjCall(self, call.account, call.pj_account, -1, "in")
         self.calls[new.number] = new
+        self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
         return new
 
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
@@ -720,7 +724,18 @@ class PjStack:
         new.remote_uri = split_name_addr(target)[1].split("?", 1)[0]
         new.remote_user = user_part(new.remote_uri)
         self.calls[new.number] = new
+        self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
         return new
+
+    def _forget_if_unstarted(self, number: int) -> None:
+        """pjsua may fail to place a transfer's call without telling us: after a
+        while an object it never started is no call of ours. It is kept (the
+        transferring call holds a raw pointer to it), just out of the call list."""
+        call = self.calls.get(number)
+        if call is not None and not call.started:
+            self.calls.pop(number)
+            self._orphans.append(call)
+            log.warning("transfer_call_never_started", call=number)
 
     def transfer_done(self, number: int) -> None:
         call = self.calls.get(number)
@@ -773,6 +788,8 @@ class PjStack:
         self._stop.set()
         self._wake()
         self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():
+            log.error("sip_thread_still_running", detail=f"not stopped after {timeout + 1.0} s")
         self._wake_sock.close()
 
     def _shutdown(self, budget: float = 1.5) -> None:
@@ -820,6 +837,8 @@ class PjStack:
         # disowned so that their destructors never touch the library afterwards.
         for acc in [*self.accounts.values(), *self._retired.values()]:
             acc.thisown = False
+        for orphan in self._orphans:
+            orphan.thisown = False
         self._graveyard.clear()
         self._timers.clear()
 
