@@ -196,7 +196,7 @@ class EngineSettings:
     history_rows: int = _ini(1000, "historyRows", lo=1)
     #: Simultaneous calls; 0 = as many as the pjsua2 build allows.
     max_calls: int = _ini(0, "maxCalls", lo=0)
-    #: Use pjsua2's null sound device (servers and CI without a sound card).
+    #: Ignore ``audioInputDevice``/``audioOutputDevice``: the null device only (servers).
     null_audio: bool = _ini(False, "nullAudio")
     #: Take hex-looking passwords as plaintext instead of MicroSIP ciphertext.
     plain_hex_passwords: bool = _ini(False, "plainHexPasswords")

@@ -583,8 +583,9 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         tls_verify_server=e.tls_verify_server,
         vad=s.vad,
         echo_canceller=s.ec,
-        audio_input_device=s.audio_input_device,
-        audio_output_device=s.audio_output_device,
+        # [Engine] nullAudio=1 keeps a server silent whatever the devices keys say.
+        audio_input_device="" if e.null_audio else s.audio_input_device,
+        audio_output_device="" if e.null_audio else s.audio_output_device,
     )
 
 

@@ -174,3 +174,12 @@ def test_real_portaudio_streams_open_and_close_on_an_alsa_device(
     finally:
         code = proc.stop()
     assert code == 0, proc.log_path.read_text()[-2000:]
+
+
+def test_null_audio_keeps_the_devices_closed(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeDevices(mic_hz=440.0)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake.module)
+    engines.start(devices_ini("Fake Mic", "Fake Speaker") + "[Engine]\nnullAudio=1\n")
+    assert fake.opened == []
