@@ -36,6 +36,7 @@ from peers.baresip import BaresipFactory
 from peers.kamailio import Kamailio
 from peers.sipp import SCENARIO_DIR, Sipp, SippFactory
 
+import engine as engine_package
 from engine.control import ControlClient
 
 pytestmark = pytest.mark.peers
@@ -621,12 +622,20 @@ def test_cold_start_by_dialling_then_exit_then_cold_start_again(
     tmp_path: Path, sipp_factory: SippFactory
 ) -> None:
     """No engine running: ``microsip sip:100@...`` starts one in the background with
-    the embedded default configuration, and the call reaches SIPp. ``/exit`` returns
+    the default configuration (the embedded default as a user's file, bound to
+    loopback), and the call reaches SIPp. ``/exit`` returns
     once that engine has stopped (BYE sent, socket gone), so the next dial right after
     it cold-starts a fresh engine instead of reaching the one that is going away."""
     short = Path(tempfile.mkdtemp(prefix="mscold-"))  # AF_UNIX paths are short
     control = str(short / "ctl" / "control.sock")
     cli = Cli(tmp_path, control)
+    # The embedded default, found where the engine looks for a user's file, with one
+    # line added: bound to loopback, so the SDP never names this host's own address.
+    default = (Path(engine_package.__file__).parent / "default.ini").read_text()
+    user_ini = tmp_path / "xdg-env" / "config" / "microsip-engine" / "microsip.ini"
+    user_ini.parent.mkdir(parents=True, exist_ok=True)
+    user_ini.write_text(default.replace("[Engine]\n", "[Engine]\nbindAddress=127.0.0.1\n"))
+    assert "bindAddress=127.0.0.1" in user_ini.read_text()
     pids: list[int] = []
     try:
         for round_ in (1, 2):
@@ -652,7 +661,7 @@ def test_cold_start_by_dialling_then_exit_then_cold_start_again(
             assert result.successful == 1 and result.received("BYE") == 1
             wait_until(functools.partial(gone, pid), 5, "the background engine to exit")
         log = (cli.state_dir / "microsip-engine" / "engine.log").read_text()
-        assert log.count("embedded default") == 2, log
+        assert log.count(f"config={user_ini}") == 2, log  # the default, bound to loopback
     finally:
         pids += serve_pids_for(control)
         for pid in pids:
