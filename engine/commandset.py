@@ -15,14 +15,25 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .actions import hangup_all, run_command_line
 from .commands import CommandError, CommandRegistry, Param
-from .copydata import decode_copydata
 from .errors import EngineError
-from .grammar import parse_command_line
 
 if TYPE_CHECKING:
     from .manager import CallManager
+
+
+# MicroSIP's grammar, its executor and the WM_COPYDATA decoder load on first use:
+# an idle service does not need them (~1 MB resident).
+def run_command_line(m: CallManager, line: str) -> list[dict[str, Any]]:
+    from .actions import run_command_line as run
+
+    return run(m, line)
+
+
+def hangup_all(m: CallManager) -> dict[str, Any]:
+    from .actions import hangup_all as run
+
+    return run(m)
 
 log = structlog.get_logger("engine.commands")
 
@@ -193,6 +204,9 @@ def build_registry(m: CallManager) -> CommandRegistry:
             payload = base64.b64decode(payload_b64, validate=True)
         except (binascii.Error, ValueError):
             raise CommandError("copydata: payload_b64 is not valid base64") from None
+        from .copydata import decode_copydata
+        from .grammar import parse_command_line
+
         request = decode_copydata(dwData, payload)
         if request.mode == "queued":
             queued.queue.put(request.text)
