@@ -35,6 +35,7 @@ def hangup_all(m: CallManager) -> dict[str, Any]:
 
     return run(m)
 
+
 log = structlog.get_logger("engine.commands")
 
 

@@ -27,15 +27,28 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    import sqlite3
+else:
+
+    class _LazySqlite:
+        """``sqlite3`` imported on first use: an idle engine that has not ended a call
+        yet does not carry the SQLite library (~1 MB resident)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("sqlite3"), name)
+
+    sqlite3 = _LazySqlite()
 
 from .config import EngineSettings
 from .events import CallState, CallStateName, Event, IncomingCall
@@ -198,8 +211,14 @@ class CallHistory:
         self._closed = False
         self._tracks: dict[int, _Track] = {}
         self._recorded: collections.deque[int] = collections.deque(maxlen=256)
-        with self._lock:
-            self._connection()
+        # The database opens with the first call; a place that cannot hold it is
+        # reported now, at start.
+        try:
+            _private_dirs(self.path.parent)
+            if not os.access(self.path.parent, os.W_OK):
+                raise PermissionError(f"{self.path.parent} is not writable")
+        except OSError as exc:
+            log.error("history_open_failed", path=str(self.path), error=repr(exc))
 
     # -- the connection ---------------------------------------------------------
 

@@ -121,11 +121,12 @@ def test_the_idle_service_loads_nothing_it_does_not_use(
     tmp_path: Path, serve: list[ServeProcess]
 ) -> None:
     """Memory guard (scripts/bench measures it): no numpy without sound devices, no
-    asyncio/ssl (structlog imports asyncio; the service defers it), no hashlib."""
+    asyncio/ssl (structlog imports asyncio; the service defers it), no hashlib, no
+    SQLite before a call has ended."""
     proc = ServeProcess(tmp_path, None)
     serve.append(proc)
     maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
-    for module in ("numpy", "_ssl.cpython", "_asyncio.cpython", "_hashlib.cpython"):
+    for module in ("numpy", "_ssl.cpython", "_asyncio.cpython", "_hashlib.cpython", "sqlite3"):
         assert module not in maps, f"{module} is loaded by the idle service"
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,8 @@ def _database(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Print the newest ``args.limit`` calls; 0 on success (also when there are none)."""
+    import sqlite3  # here: the service builds this parser too and needs no SQLite yet
+
     from ..errors import EngineError
     from ..history import read_history
 
