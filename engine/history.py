@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -37,22 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-if TYPE_CHECKING:
-    import sqlite3
-else:
-
-    class _LazySqlite:
-        """``sqlite3`` imported on first use: an idle engine that has not ended a call
-        yet does not carry the SQLite library (~1 MB resident)."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(importlib.import_module("sqlite3"), name)
-
-    sqlite3 = _LazySqlite()
-
+from ._lazy import LazyModule
 from .config import EngineSettings
 from .events import CallState, CallStateName, Event, IncomingCall
 from .sipuri import host_port
+
+if TYPE_CHECKING:
+    import sqlite3
+else:  # the SQLite library (~1 MB resident) loads with the first ended call
+    sqlite3 = LazyModule("sqlite3")
 
 __all__ = [
     "DEFAULT_MAX_ROWS",

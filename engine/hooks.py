@@ -84,15 +84,16 @@ import dataclasses
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import structlog
 
+from ._lazy import LazyModule
 from .config import AccountConfig, Settings
 from .events import (
     CallState,
@@ -104,6 +105,11 @@ from .events import (
     IncomingDecision,
 )
 from .sipuri import host_port
+
+if TYPE_CHECKING:
+    import subprocess
+else:  # ~0.5 MB resident: loaded by the first hook that runs
+    subprocess = LazyModule("subprocess")
 
 __all__ = [
     "DEFAULT_TIMEOUT",
