@@ -1,10 +1,13 @@
-"""The pjsua2 endpoint on its own thread: lifecycle, commands in, events out.
+"""The pjsua2 endpoint, its transports, accounts and calls, owned by the SIP thread.
 
-Design (see ../shared/notes/pjsua2-wheel.md): pjsua2 runs in poll mode on one
-thread that we create; every pjsua2 object is created, used and dropped there.
-Other threads call :meth:`PjStack.run`, which queues a function and wakes the
-loop by sending a CRLF keep-alive (which PJSIP silently ignores) to our own UDP
-transport, so an idle engine can poll slowly without making commands wait.
+:class:`PjStack` is the SIP side of :class:`~engine._pj.thread.SipThread`: it
+creates and destroys the endpoint in the order pjsua2 needs, and every public
+method here runs on that thread (callers go through ``run``).
+
+It is long (~700 lines) on purpose: it is the one owner of every pjsua2 object,
+and the rules that keep the interpreter alive (who may touch a Call, when an
+Account may die, what must be gone before ``libDestroy``) are easiest to check
+when the operations that create, use and drop those objects sit together.
 """
 
 from __future__ import annotations
@@ -13,15 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import gc
-import heapq
 import itertools
 import os
-import queue
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pjsua2 as pj
@@ -31,29 +29,28 @@ from ..errors import (
     CapacityError,
     ConfigError,
     EngineError,
-    EngineStoppedError,
     InvalidTargetError,
     NotFoundError,
     SipError,
 )
 from ..events import (
-    CallRejected,
     CallStateName,
     Event,
     IncomingDecision,
     RecordingSaved,
-    TransportState,
 )
-from ..sipuri import header_value, split_name_addr, user_part
+from ..sipuri import split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from .account import PjAccount, build_config
 from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
-from .guard import PJ_ETOOMANY, callback, clear_last_exception, translate
+from .endpoint import SipEndpoint
+from .guard import PJ_ETOOMANY, clear_last_exception, translate
 from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
+from .thread import SipThread
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
 if TYPE_CHECKING:
@@ -71,7 +68,6 @@ MAX_ACCOUNTS = 8
 MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
-_ONE_PER_PROCESS = threading.Lock()
 PJSIP_EBUSY = 171001
 #: Seconds after which a transfer's call that pjsua never started is dropped.
 ORPHAN_AFTER = 10.0
@@ -109,68 +105,15 @@ class StackSettings:
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
 
 
-_TP_STATES = {
-    pj.PJSIP_TP_STATE_CONNECTED: "connected",
-    pj.PJSIP_TP_STATE_DISCONNECTED: "disconnected",
-    pj.PJSIP_TP_STATE_SHUTDOWN: "shutdown",
-    pj.PJSIP_TP_STATE_DESTROY: "destroyed",
-}
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    def __init__(self, stack: PjStack) -> None:
-        super().__init__()
-        self.stack = stack
-
-    @callback
-    def onTransportState(self, prm: pj.OnTransportStateParam) -> None:
-        state = _TP_STATES.get(prm.state, str(prm.state))
-        if state == "destroyed":
-            return
-        kind = str(prm.type).lower()
-        error = ""
-        if prm.lastError:
-            error = self.utilStrError(prm.lastError)
-        verified: bool | None = None
-        messages: tuple[str, ...] = ()
-        remote = ""
-        if "tls" in kind:
-            info = prm.tlsInfo
-            remote = str(info.remoteAddr)
-            if not info.isEmpty():
-                verified = int(info.verifyStatus) == 0
-                messages = tuple(str(m) for m in info.verifyMsgs)
-        self.stack.emit(
-            TransportState(
-                kind=kind,
-                remote=remote,
-                state=state,
-                error=error,
-                verified=verified,
-                verify_errors=messages,
-            )
-        )
-
-    @callback
-    def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:
-        self.stack.emit(
-            CallRejected(
-                remote_uri=split_name_addr(str(prm.remoteInfo))[1],
-                sip_call_id=header_value(str(prm.rdata.wholeMsg), "Call-ID", "i") or "",
-                code=int(prm.statusCode),
-                reason=str(prm.reason),
-            )
-        )
-
-
 def _ring(_call: CallSnapshot, _msg: str) -> Decision:
     return Decision()
 
 
-class PjStack:
-    """Owns the endpoint, transports, accounts and calls on one thread."""
+class PjStack(SipThread):
+    """Owns the endpoint, transports, accounts and calls on the SIP thread."""
 
     def __init__(self, settings: StackSettings, emit: Callable[[Event], None]) -> None:
+        super().__init__()
         self.settings = settings
         self._emit = emit
         self.incoming_policy: IncomingPolicy = _ring
@@ -178,21 +121,9 @@ class PjStack:
         self.auto_hangup_time = 0.0
         #: ``autoRecording``: returns the WAV path for a just-answered call, or None.
         self.auto_record: Callable[[CallSnapshot], str | None] | None = None
-        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_seq = itertools.count()
         self._call_numbers = itertools.count(1)
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-        self._wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._wake_addr: tuple[str, int] | None = None
         # Owned by the pjsua2 thread only:
-        self.endpoint: _Endpoint | None = None
+        self.endpoint: SipEndpoint | None = None
         self._writer: StructlogWriter | None = None
         self.transports: dict[str, tuple[int, TransportInfo]] = {}
         self.accounts: dict[int, PjAccount] = {}
@@ -207,56 +138,10 @@ class PjStack:
         self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
 
-    # -- thread plumbing ------------------------------------------------------
-
     def start(self, timeout: float = 10.0) -> Limits:
-        # pjsua2 has one Endpoint per process; a second one would abort in C.
-        if not _ONE_PER_PROCESS.acquire(blocking=False):
-            raise EngineError(
-                "another engine already runs in this process (pjsua2 allows one)",
-                code="invalid_state",
-            )
-        self._thread = threading.Thread(target=self._main, name="pjsua2", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise EngineError("pjsua2 did not start in time", code="start_failed")
-        if self._start_error is not None:
-            raise self._start_error
+        self.start_thread(timeout)
         assert self.limits is not None
         return self.limits
-
-    def run(self, func: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
-        """Run ``func(*args)`` on the pjsua2 thread and return its result."""
-        if threading.current_thread() is self._thread:
-            return func(*args)
-        if self._stop.is_set() or not self._ready.is_set():
-            raise EngineStoppedError("the engine is not running")
-        fut: Future[T] = Future()
-        self._commands.put((lambda: func(*args), fut))
-        self._wake()
-        try:
-            return fut.result(timeout)
-        except TimeoutError:
-            if fut.cancel():
-                raise EngineError(
-                    "the SIP thread did not answer in time; the command was not run",
-                    code="timeout",
-                ) from None
-            raise EngineError(
-                "the SIP thread did not answer in time; the command is still running",
-                code="timeout",
-            ) from None
-        finally:
-            del fut  # the future holds the exception, the exception this frame: no cycle
-
-    def _wake(self) -> None:
-        if self._wake_addr is not None:
-            with contextlib.suppress(OSError):
-                self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
-
-    def schedule(self, delay: float, func: Callable[[], None]) -> None:
-        """Run ``func`` on the pjsua2 thread after ``delay`` seconds (pjsua2 thread only)."""
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), func))
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -264,61 +149,18 @@ class PjStack:
     def next_call_number(self) -> int:
         return next(self._call_numbers)
 
-    def _main(self) -> None:
-        try:
-            self._create()
-        except BaseException as exc:
-            self._start_error = (
-                translate("start", exc) if isinstance(exc, pj.Error) else exc
-            ).with_traceback(None)
-            self._destroy()
-            self._ready.set()
-            self._stopped.set()
-            _ONE_PER_PROCESS.release()
-            return
-        self._ready.set()
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
-            self._stopped.set()
-            _ONE_PER_PROCESS.release()
+    # -- the loop's SIP side (see SipThread) ---------------------------------------
 
-    def _loop(self) -> None:
+    def _poll_ms(self) -> int:
+        if self._wake_addr is None or self.calls or self._closing:
+            return BUSY_POLL_MS
+        return IDLE_POLL_MS
+
+    def _handle_events(self, ms: int) -> None:
         assert self.endpoint is not None
-        while not self._stop.is_set():
-            poll = BUSY_POLL_MS if self.calls or self._closing else IDLE_POLL_MS
-            if self._wake_addr is None:
-                poll = BUSY_POLL_MS
-            if self._timers:
-                until = (self._timers[0][0] - time.monotonic()) * 1000
-                poll = max(0, min(poll, int(until) + 1))
-            self.endpoint.libHandleEvents(poll)
-            self._drain()
+        self.endpoint.libHandleEvents(ms)
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                func, fut = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(func())
-            except pj.Error as exc:
-                fut.set_exception(translate("command", exc))
-            except BaseException as exc:
-                fut.set_exception(exc.with_traceback(None))
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, func = heapq.heappop(self._timers)
-            try:
-                func()
-            except pj.Error as exc:
-                log.error("timer_failed", error=translate("timer", exc).message)
-            except Exception as exc:
-                log.error("timer_failed", error=repr(exc))
+    def _after_events(self) -> None:
         self._graveyard.clear()  # drop ended calls here, never inside their callbacks
         if self._closing:
             self._check_recordings()
@@ -350,7 +192,7 @@ class PjStack:
     def _create(self) -> None:
         s = self.settings
         with quiet_stdout():
-            ep = _Endpoint(self)
+            ep = SipEndpoint(self)
             self.endpoint = ep
             ep.libCreate()
             cfg = pj.EpConfig()
@@ -781,17 +623,6 @@ class PjStack:
 
     # -- shutdown ------------------------------------------------------------------
 
-    def stop(self, timeout: float = 2.5) -> None:
-        """Hang up, un-REGISTER, destroy. Safe to call twice and from any thread."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake()
-        self._thread.join(timeout + 1.0)
-        if self._thread.is_alive():
-            log.error("sip_thread_still_running", detail=f"not stopped after {timeout + 1.0} s")
-        self._wake_sock.close()
-
     def _shutdown(self, budget: float = 1.5) -> None:
         assert self.endpoint is not None
         self._say_goodbye()
@@ -802,8 +633,7 @@ class PjStack:
             self.endpoint.libHandleEvents(10)
             self._graveyard.clear()
             self._check_recordings()
-        for number, fut in self._pending_commands():
-            fut.set_exception(EngineStoppedError(f"engine stopped before command {number} ran"))
+        self.fail_pending_commands()
         self._destroy()
 
     def _say_goodbye(self) -> None:
@@ -847,17 +677,6 @@ class PjStack:
             a.unregistering and a.reg.state.value == "registered" for a in self.accounts.values()
         )
 
-    def _pending_commands(self) -> Iterator[tuple[int, Future[Any]]]:
-        n = 0
-        while True:
-            try:
-                _, fut = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            n += 1
-            if fut.set_running_or_notify_cancel():
-                yield n, fut
-
     def _destroy(self) -> None:
         """Drop every pjsua2 object, then the library (aborts if one survives)."""
         self._release_all()
@@ -873,10 +692,3 @@ class PjStack:
         self.accounts.clear()
         self._retired.clear()
         self._writer = None
-
-
-def _detached(exc: BaseException) -> BaseException:
-    """The exception alone: no traceback, no chained cause or context. Their frames
-    may hold pjsua2 objects, which must die on the pjsua2 thread, before libDestroy."""
-    exc.__context__ = exc.__cause__ = None
-    return exc.with_traceback(None)
