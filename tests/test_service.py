@@ -153,3 +153,36 @@ def test_stopping_with_a_message_still_in_flight_exits_cleanly(
         assert proc.proc.wait(5) == 0, proc.log_path.read_text()[-2000:]
     finally:
         silent.close()
+
+
+def test_readme_command_1_runs_the_engine_until_sigterm(tmp_path: Path) -> None:
+    """``./scripts/run`` (README command 1): embedded default, one ready line, exit 0."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    control = str(tmp_path / "ctl" / "control.sock")
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), MICROSIP_CONTROL=control)
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(root / "scripts" / "run"), "--bind", "127.0.0.1", "--sip-port", "0",
+             "--log-format", "json"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60  # may (re)install the venv first
+            ready: list[dict[str, object]] = []
+            while not ready and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+                for line in log_path.read_text(errors="replace").splitlines():
+                    if line.startswith("{") and json.loads(line).get("event") == "ready":
+                        ready.append(json.loads(line))
+            assert ready, log_path.read_text()[-2000:]
+            assert ready[0]["config"] == "embedded default" and ready[0]["control"] == control
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
