@@ -186,3 +186,28 @@ def test_readme_command_1_runs_the_engine_until_sigterm(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_any_command_from_the_shell(tmp_path: Path, serve: list[ServeProcess]) -> None:
+    """``microsip-engine cmd NAME key=value…``: typed from the command's own help."""
+    import json
+    import subprocess
+    import sys
+
+    proc = ServeProcess(tmp_path, None)
+    serve.append(proc)
+
+    def cmd(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "cmd", *argv, "--control", proc.control],
+            capture_output=True, text=True, timeout=30, env=proc.env,
+        )  # fmt: skip
+
+    toggled = cmd("toggle", "name=DND", "on=true")
+    assert toggled.returncode == 0, toggled.stderr
+    assert json.loads(toggled.stdout)["dnd"] is True
+    assert proc.client().request("status")["toggles"]["dnd"] is True
+    unknown = cmd("toggle", "name=DND", "colour=blue")
+    assert unknown.returncode == 1 and "no parameter 'colour'" in unknown.stderr
+    refused = cmd("hangup", "call=99")
+    assert refused.returncode == 1 and "99" in refused.stderr

@@ -123,6 +123,48 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coerce(kind: str, text: str) -> Any:
+    """A ``key=value`` argument as the type the command declares."""
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean")
+    return text
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    """Any engine command from the shell: ``microsip-engine cmd dial target=sip:…``."""
+    from ..control import ControlError
+
+    client = _client(args)
+    try:
+        (described,) = client.request("help", command=args.name)["commands"]
+        kinds = {name: spec["type"] for name, spec in described["params"].items()}
+        params: dict[str, Any] = {}
+        for item in args.params:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r}: parameters are key=value")
+            if key not in kinds:
+                raise ValueError(f"{args.name} has no parameter {key!r} (has: {', '.join(kinds)})")
+            params[key] = _coerce(kinds[key], value)
+        result = client.call(args.name, params)
+    except (ValueError, ControlError) as exc:
+        message = exc.message if isinstance(exc, ControlError) else str(exc)
+        print(f"microsip-engine: {message}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _events(args: argparse.Namespace) -> int:
     from ..control import ControlError
 
@@ -165,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--only", help="comma-separated event names")
     events.add_argument("--control", help="control socket path")
     events.set_defaults(func=_events)
+    cmd = sub.add_parser(
+        "cmd", help="run any engine command (see `cmd help`), parameters as key=value"
+    )
+    cmd.add_argument("name", help="command name, e.g. dial, hold, toggle, help")
+    cmd.add_argument("params", nargs="*", help="key=value parameters")
+    cmd.add_argument("--control", help="control socket path")
+    cmd.set_defaults(func=_cmd)
     from . import history
 
     history.add_parser(sub)
