@@ -207,3 +207,27 @@ def test_mwi_notify_becomes_an_event(engines: Engines, sipp_factory: SippFactory
         event = events.wait_for("mwi", timeout=5, waiting=waiting == "yes")
         assert (event["account"], event["new"], event["old"]) == (0, new, old), event
     assert len(events.of("mwi")) == 2
+
+
+# -- publicAddr and rtpPortMin/Max ---------------------------------------------------------
+
+
+def test_public_addr_and_rtp_port_range_shape_the_sdp(
+    engines: Engines, sipp_factory: SippFactory
+) -> None:
+    """``publicAddr`` is the address the SDP offers (127.0.0.9 here: still loopback, so
+    SIPp's RTP stays on this machine) and ``rtpPortMin``/``rtpPortMax`` bound the port."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        low = probe.getsockname()[1] // 2 * 2  # RTP ports are even
+    ini = BASE_INI.replace(
+        "sourcePort=0\n", f"sourcePort=0\nrtpPortMin={low}\nrtpPortMax={low + 40}\n"
+    ).replace("[Account0]\n", "[Account0]\npublicAddr=127.0.0.9\n")
+    manager, events = engines.start(ini)
+    uas = sipp_factory.uas("uas_answer", bye_timeout_ms=5000, timeout_s=10)
+    _, invite = one_call(manager, events, uas, uas.uri("callee"))
+    assert re.search(r"^c=IN IP4 127\.0\.0\.9\s*$", invite, flags=re.M), invite
+    port = int(re.search(r"^m=audio (\d+) ", invite, flags=re.M).group(1))  # type: ignore[union-attr]
+    assert low <= port <= low + 40, (port, low)
