@@ -231,3 +231,18 @@ def test_public_addr_and_rtp_port_range_shape_the_sdp(
     assert re.search(r"^c=IN IP4 127\.0\.0\.9\s*$", invite, flags=re.M), invite
     port = int(re.search(r"^m=audio (\d+) ", invite, flags=re.M).group(1))  # type: ignore[union-attr]
     assert low <= port <= low + 40, (port, low)
+
+
+def test_stun_mapped_address_is_advertised(engines: Engines, sipp_factory: SippFactory) -> None:
+    """With ``STUN`` and ``enableSTUN=1`` the engine asks the STUN server for its public
+    address and advertises it in SIP and SDP (127.0.0.77 here, still loopback)."""
+    from peers.stun import StunServer
+
+    with StunServer("127.0.0.77") as stun:
+        ini = BASE_INI.replace("[Settings]\n", f"[Settings]\nSTUN={stun.address}\nenableSTUN=1\n")
+        manager, events = engines.start(ini)
+        assert stun.answered > 0
+        assert manager.accounts()[0].uri.startswith("sip:127.0.0.77:")
+        uas = sipp_factory.uas("uas_answer", bye_timeout_ms=5000, timeout_s=10)
+        _, invite = one_call(manager, events, uas, uas.uri("callee"))
+    assert re.search(r"^c=IN IP4 127\.0\.0\.77\s*$", invite, flags=re.M), invite
