@@ -245,3 +245,19 @@ def test_a_raising_or_blocking_handler_delays_nothing(
         assert sipp.wait(15).successful == 1
     finally:
         release.set()
+
+
+def test_registration_is_refreshed_before_it_expires(kamailio: Kamailio, engines: Engines) -> None:
+    """registerRefresh=10 (MicroSIP's minimum): pjsua re-REGISTERs before expiry."""
+    _manager, events = engines.start(
+        account_ini(kamailio, "dave", "dave-secret", "registerRefresh=10")
+    )
+    first = events.wait_for("registration", account=1, state="registered")
+    assert first["expires"] <= 10
+    again = events.wait(
+        lambda e: e["event"] == "registration" and e["state"] == "registered" and e is not first,
+        15,
+        "a refreshed registration",
+    )
+    assert 3 < again["time"] - first["time"] < 11
+    assert kamailio.registrations("dave")
