@@ -1,31 +1,4 @@
 """Helpers to build the native shim and run it headless under Wine (see winekit)."""
 
-from .winekit import (
-    MINGW_GCC,
-    NATIVE_PACKAGES,
-    REPO,
-    TOOLCHAIN,
-    BuildError,
-    ShimInstall,
-    WineResult,
-    WineSession,
-    cmake_build,
-    run_ctest,
-    wait_for_file_text,
-    windows_path,
-)
-
-__all__ = [
-    "MINGW_GCC",
-    "NATIVE_PACKAGES",
-    "REPO",
-    "TOOLCHAIN",
-    "BuildError",
-    "ShimInstall",
-    "WineResult",
-    "WineSession",
-    "cmake_build",
-    "run_ctest",
-    "wait_for_file_text",
-    "windows_path",
-]
+from .winekit import *  # noqa: F403 - the public names are winekit's own __all__
+from .winekit import __all__ as __all__
