@@ -8,8 +8,9 @@ Prints one JSON document. Figures (medians where repeated):
   ``makeCall``;
 * the ``microsip /answer`` round trip against a running engine vs ``python -c pass``;
 * the control socket's ``status`` round trip: one client alone vs 100 concurrent
-  clients x 100 requests (p50/p99/max), and a new client's connect + ``status``
-  while 64 idle connections hold every slot (``--status-only`` runs just these);
+  clients x 100 requests (p50/p99/max, throughput, engine CPU per request), and
+  a new client's connect + ``status`` beside 64 idle connections and beside 128
+  (every slot: one gives way) (``--status-only`` runs just these);
 * when mingw-w64 and Wine are present, ``SendMessage(WM_COPYDATA)`` → reply for
   ``dwData=1`` through the ``MicroSIP.exe`` shim (median over many messages).
 
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -158,7 +160,6 @@ def time_command(argv: list[str], runs: int, env: dict[str, str]) -> float:
 
 def engine_dial_child(ini: str, target: str, dials: int) -> None:
     """Run in a child process: CallManager.dial → confirmed, ``dials`` times."""
-    import threading
 
     from engine.config import load_config
     from engine.events import CallState, Event
@@ -235,7 +236,6 @@ def percentiles(times: list[float]) -> dict[str, float]:
 
 def status_client_child(path: str, threads: int, requests: int, start_at: float) -> None:
     """Run in a child process: ``threads`` clients, each ``requests`` sequential ``status``."""
-    import threading
 
     from engine.control import ControlClient
 
@@ -246,9 +246,9 @@ def status_client_child(path: str, threads: int, requests: int, start_at: float)
     def client() -> None:
         mine: list[float] = []
         with ControlClient(path, timeout=30) as engine:
-            engine.request("status")  # connected: the figure is the round trip alone
-            time.sleep(max(0.0, start_at - time.time()))
             try:
+                engine.request("status")  # connected: the figure is the round trip alone
+                time.sleep(max(0.0, start_at - time.time()))
                 for _ in range(requests):
                     t0 = time.perf_counter()
                     engine.request("status")
@@ -264,13 +264,18 @@ def status_client_child(path: str, threads: int, requests: int, start_at: float)
         w.start()
     for w in workers:
         w.join()
-    print(json.dumps({"times": times, "errors": errors[:5]}), flush=True)
+    print(json.dumps({"times": times, "errors": errors[:5], "failed": len(errors)}), flush=True)
 
 
-def status_under_load(path: str, clients: int, requests: int, procs: int) -> dict[str, Any]:
+def status_under_load(
+    pid: int, path: str, clients: int, requests: int, procs: int
+) -> dict[str, Any]:
     """``clients`` concurrent connections (threads spread over ``procs`` processes, so
-    the clients' own GIL does not inflate the figure), each ``requests`` ``status``."""
-    start = str(time.time() + 2.5)  # every client connected before the first request
+    the clients' own GIL does not inflate the figure), each ``requests`` ``status``;
+    with the throughput and the engine's CPU time per request (its one interpreter
+    runs every connection's thread: latency ~ clients x CPU per request)."""
+    start_at = time.time() + 2.5
+    start = str(start_at)  # every client connected before the first request
     shares = [clients // procs + (i < clients % procs) for i in range(procs)]
     children = [
         subprocess.Popen(
@@ -280,16 +285,23 @@ def status_under_load(path: str, clients: int, requests: int, procs: int) -> dic
         )
         for share in shares
     ]
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     times: list[float] = []
     errors: list[str] = []
+    failed = 0
     for child in children:
         out, _ = child.communicate(timeout=600)
         result = json.loads(out.strip().splitlines()[-1])
         times += result["times"]
         errors += result["errors"]
+        failed += result["failed"]
+    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
     figures: dict[str, Any] = percentiles(times)
-    if errors:
-        figures["errors"] = errors[:5]
+    figures["requests_per_s"] = round(len(times) / wall)
+    figures["engine_cpu_us_per_request"] = round(1e6 * cpu / max(1, len(times)))
+    if failed:
+        figures.update(failed_clients=failed, first_error=errors[0])
     return figures
 
 
@@ -363,6 +375,8 @@ def control_status_figures(
     )
     try:
         wait_line(proc, "event", "ready", 15)
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)  # type: ignore[union-attr]
+        drain.start()  # a full log pipe would stall the engine (busy refusals are logged)
         from engine.control import ControlClient
 
         alone: list[float] = []
@@ -373,8 +387,11 @@ def control_status_figures(
                 alone.append(time.perf_counter() - t0)
         return {
             "status_alone": percentiles(alone),
-            f"status_{clients}x{requests}": status_under_load(control, clients, requests, 4),
+            f"status_{clients}x{requests}": status_under_load(
+                proc.pid, control, clients, requests, 4
+            ),
             "new_client_beside_64_idle": new_client_with_idle(control, 64, 20),
+            "new_client_beside_128_idle": new_client_with_idle(control, 128, 20),
         }
     finally:
         proc.terminate()

@@ -67,6 +67,7 @@ EVICT_GRACE = 0.1
 _CHUNK = 65536
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+_TIMEVAL = struct.Struct("@ll")  # struct timeval {time_t tv_sec; suseconds_t tv_usec;}
 _REQUEST_KEYS = frozenset({"id", "cmd", "params"})
 _EVENT_NAMES = frozenset(str(t) for t in EventType)
 _INTERNAL = "internal error (details in the engine log)"
@@ -214,8 +215,12 @@ class _Connection:
         #: Since when no request runs (``None`` while one runs, or once streaming);
         #: read and written under the server's lock.
         self.idle_since: float | None = time.monotonic()
-        #: Set (under the server's lock) when a new client took this slot.
-        self.evicted = False
+        #: Why the server ended this idle connection (set under its lock, once).
+        self.closed_for: _Idle | None = None
+        # Sockets stay blocking (a timeout would cost a poll() per read and per
+        # write): the server's accept thread ends idle connections, and the kernel
+        # bounds a write to a client that takes nothing.
+        _send_timeout(sock, server.idle_timeout)
 
     def authenticate(self, lines: Iterator[bytes | None]) -> bool:
         """Called before the first request: may consume lines from ``lines``.
@@ -254,9 +259,23 @@ class _Connection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
-    def evict(self) -> None:
-        """Wake the idle reader (any thread; ``evicted`` is set): it says why and ends.
-        Only reading is shut, so the farewell line can still be sent."""
+    def deadline(self) -> float | None:
+        """When the server closes this connection if it stays idle (``None``: never,
+        an event stream). While a request runs: the earliest it could be, so the
+        accept thread never sleeps past a deadline that the request's end sets."""
+        if self.events is not None:
+            return None
+        idle_since = self.idle_since
+        start = time.monotonic() if idle_since is None else idle_since
+        return start + self.server.idle_timeout
+
+    def timed_out(self) -> _Idle:
+        """Why the connection is closed when :meth:`deadline` has passed."""
+        return _Idle("idle", f"closed after {self.server.idle_timeout:g} s without a request")
+
+    def end_idle(self) -> None:
+        """Wake the idle reader (any thread; ``closed_for`` is set): it says why and
+        ends. Only reading is shut, so the farewell line can still be sent."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RD)
 
@@ -270,29 +289,12 @@ class _Connection:
             self.sock.settimeout(0)
             self.sock.send(_encode(_error(None, code, message)))
 
-    def _read_timeout(self) -> float:
-        """Seconds the next read may wait: what is left of the idle timeout."""
-        idle_since = self.idle_since
-        started = time.monotonic() if idle_since is None else idle_since
-        return started + self.server.idle_timeout - time.monotonic()
-
-    def _timed_out(self) -> _Idle:
-        return _Idle("idle", f"closed after {self.server.idle_timeout:g} s without a request")
-
     def _recv(self) -> bytes:
-        """The next chunk of input; :class:`_Idle` once the client has been idle too
-        long or a new client took its slot (whatever it sent since is not run)."""
-        left = self._read_timeout()
-        if left <= 0:
-            raise self._timed_out()
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(_CHUNK)
-        except TimeoutError:
-            raise self._timed_out() from None
-        if self.evicted:
-            limit = self.server.max_clients
-            raise _Idle("idle", f"closed while idle: all {limit} connections were in use")
+        """The next chunk of input; :class:`_Idle` once the server has ended this
+        idle connection (whatever it sent since is not run)."""
+        chunk = self.sock.recv(_CHUNK)
+        if self.closed_for is not None:
+            raise self.closed_for
         return chunk
 
     def _lines(self) -> Iterator[bytes | None]:
@@ -329,8 +331,8 @@ class _Connection:
             self._send(_error(exc.request_id, exc.code, exc.message))
             return False
         if not self.server._begin_request(self):
-            limit = self.server.max_clients
-            raise _Idle("idle", f"closed while idle: all {limit} connections were in use")
+            assert self.closed_for is not None
+            raise self.closed_for
         if cmd == "subscribe":
             try:
                 return self._subscribe(request_id, params)
@@ -345,7 +347,6 @@ class _Connection:
         # Idle from here, before the client can read its reply and connect again:
         # the reply still goes out whole if a new client takes this slot meanwhile.
         self.server._end_request(self)
-        self.sock.settimeout(self.server.idle_timeout)  # not taking it is idling too
         self.sock.sendall(data)
         return False
 
@@ -384,7 +385,7 @@ class _Connection:
             self.events = None
             self._send(_error(request_id, "stopped", "the engine is stopping"))
             return False
-        self.sock.settimeout(None)  # a stream is never idle: the engine talks
+        _send_timeout(self.sock, 0)  # a stream's writer has its own bound (the backlog)
         writer = threading.Thread(
             target=self._write_events, args=(buffer,), name=f"{self.name}-events", daemon=True
         )
@@ -439,6 +440,14 @@ def _event_filter(params: Any) -> frozenset[str] | None:
     if unknown:
         raise _BadRequest("bad_params", f"subscribe: unknown event {unknown[0]!r}")
     return frozenset(names)
+
+
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """``SO_SNDTIMEO``: a blocking send fails (``EAGAIN``) after ``seconds``; 0 = never."""
+    whole = int(seconds)
+    value = _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -516,10 +525,36 @@ class StreamServer:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._closing.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(self._end_idle_connections()):
                     if key.fileobj is self._wake_r:
                         return
                     self._accept_one(self._listener)
+
+    def _end_idle_connections(self) -> float | None:
+        """Close the connections idle past their deadline; seconds to the next one.
+
+        Runs on the accept thread, which alone admits connections, so no deadline
+        appears that it has not seen (see :meth:`_Connection.deadline`); waking
+        early is the worst that happens.
+        """
+        now = time.monotonic()
+        ended: list[tuple[_Connection, _Idle]] = []
+        next_deadline: float | None = None
+        with self._lock:
+            for conn in self._clients:
+                deadline = conn.deadline()
+                if deadline is None:
+                    continue
+                if deadline <= now:
+                    ended.append((conn, conn.timed_out()))
+                elif next_deadline is None or deadline < next_deadline:
+                    next_deadline = deadline
+            for conn, reason in ended:
+                conn.closed_for = reason
+                self._clients.discard(conn)
+        for conn, _ in ended:
+            conn.end_idle()
+        return None if next_deadline is None else max(0.0, next_deadline - now)
 
     def _accept_one(self, listener: socket.socket) -> None:
         try:
@@ -551,14 +586,16 @@ class StreamServer:
         with self._lock:
             victim = self._evictable() if len(self._clients) >= self.max_clients else None
             if victim is not None:
-                victim.evicted = True
+                limit = self.max_clients
+                reason = _Idle("idle", f"closed while idle: all {limit} connections were in use")
+                victim.closed_for = reason
                 self._clients.discard(victim)
             busy = len(self._clients) >= self.max_clients
             if not busy:
                 self._clients.add(conn)
         if victim is not None:
             log.info(f"{self.kind}_idle_evicted", client=victim.name, max_clients=self.max_clients)
-            victim.evict()
+            victim.end_idle()
         if busy:
             log.warning(f"{self.kind}_busy", max_clients=self.max_clients, **peer)
             _refuse(sock, "busy", f"too many control clients (max {self.max_clients})")
@@ -578,7 +615,7 @@ class StreamServer:
     def _begin_request(self, conn: _Connection) -> bool:
         """``conn`` starts a request; ``False`` if its slot was just given away."""
         with self._lock:
-            if conn.evicted:
+            if conn.closed_for is not None:
                 return False
             conn.idle_since = None
             return True

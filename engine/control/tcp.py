@@ -170,16 +170,18 @@ class _TcpConnection(_Connection):
         self.tcp = server
         self.handshake_deadline: float | None = time.monotonic() + server.handshake_timeout
 
-    def _read_timeout(self) -> float:
-        if self.handshake_deadline is not None:  # the token line has its own, shorter wait
-            return self.handshake_deadline - time.monotonic()
-        return super()._read_timeout()
+    def deadline(self) -> float | None:
+        idle = super().deadline()
+        handshake = self.handshake_deadline  # the token line has a wait of its own
+        if handshake is None or idle is None:
+            return idle if handshake is None else handshake
+        return min(idle, handshake)
 
-    def _timed_out(self) -> _Idle:
-        if self.handshake_deadline is not None:
+    def timed_out(self) -> _Idle:
+        if self.handshake_deadline is not None and self.handshake_deadline <= time.monotonic():
             self.log.warning("tcp_control_forbidden", reason="no token line in time")
             return _Idle("forbidden", "no token line in time")
-        return super()._timed_out()
+        return super().timed_out()
 
     def authenticate(self, lines: Iterator[bytes | None]) -> bool:
         line = next((item for item in lines if item is None or item.strip()), None)
