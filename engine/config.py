@@ -180,6 +180,9 @@ class EngineSettings:
     tcp_control_token: str = _ini("", "tcpControlToken")
     #: "host:port" for a TCP control listener; "" = none.
     tcp_control: str = _ini("", "tcpControl")
+    #: Seconds a control connection (Unix or TCP) may wait between requests before
+    #: the engine closes it; event streams never time out (docs/control-protocol.md).
+    control_idle_timeout: int = _ini(30, "controlIdleTimeout", lo=1)
     log_format: str = _ini("console", "logFormat", choices=_one_of("console", "json"))
     log_level: str = _ini("info", "logLevel", choices=_one_of("debug", "info", "warning", "error"))
     #: pjsip's own log level, capped at 4 (level 5 prints SRTP keys).

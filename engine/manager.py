@@ -525,18 +525,31 @@ class CallManager:
     def status(self) -> dict[str, Any]:
         now = time.time()
         assert self.limits is not None
+        # One trip to the SIP thread, not one per part: under many concurrent clients
+        # each trip waits for the GIL (measured in scripts/bench.py), and one
+        # snapshot keeps "capacity.calls" and "calls" consistent.
+        stack = self._stack
+        transports, calls, audio, tls_max, accounts = self._run(
+            lambda: (
+                stack.transport_list(),
+                stack.call_list(),
+                stack.mixer.state(),
+                stack.tls_max(),
+                stack.account_list(),
+            )
+        )
         return {
             "version": ENGINE_VERSION,
             "pjsip": self.limits.pjsip_version,
             "uptime": round(now - self.started_at, 3),
-            "sip": self.sip_addresses(),
+            "sip": [str(t) for t in transports],
             "control": self.control,
-            "capacity": {"max_calls": self.limits.max_calls, "calls": len(self.calls())},
+            "capacity": {"max_calls": self.limits.max_calls, "calls": len(calls)},
             "toggles": dataclasses.asdict(self.toggles),
-            "audio": self._run(self._stack.mixer.state),
-            "limits": {**self.limits.to_dict(), "tls_max": self._run(self._stack.tls_max)},
-            "accounts": [a.to_dict() for a in self.accounts()],
-            "calls": [c.to_dict(now) for c in self.calls()],
+            "audio": audio,
+            "limits": {**self.limits.to_dict(), "tls_max": tls_max},
+            "accounts": [a.to_dict() for a in accounts],
+            "calls": [c.to_dict(now) for c in calls],
         }
 
     def _run(self, func: Callable[..., T], *args: Any) -> T:

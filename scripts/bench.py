@@ -7,6 +7,10 @@ Prints one JSON document. Figures (medians where repeated):
 * dial → CONFIRMED on loopback against a SIPp UAS: ``CallManager.dial`` vs a bare
   ``makeCall``;
 * the ``microsip /answer`` round trip against a running engine vs ``python -c pass``;
+* the control socket's ``status`` round trip: one client alone vs 100 concurrent
+  clients x 100 requests (p50/p99/max, throughput, engine CPU per request), and
+  a new client's connect + ``status`` beside 64 idle connections and beside 128
+  (every slot: one gives way) (``--status-only`` runs just these);
 * when mingw-w64 and Wine are present, ``SendMessage(WM_COPYDATA)`` → reply for
   ``dwData=1`` through the ``MicroSIP.exe`` shim (median over many messages).
 
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -155,7 +160,6 @@ def time_command(argv: list[str], runs: int, env: dict[str, str]) -> float:
 
 def engine_dial_child(ini: str, target: str, dials: int) -> None:
     """Run in a child process: CallManager.dial → confirmed, ``dials`` times."""
-    import threading
 
     from engine.config import load_config
     from engine.events import CallState, Event
@@ -205,6 +209,195 @@ def engine_dial(k: Kamailio, tmp: Path, target: str, dials: int) -> float:
     return round(1000 * statistics.median(times), 3)
 
 
+STATUS_INI = """[Settings]
+accountId=0
+enableLocalAccount=1
+audioCodecs=PCMU/8000/1
+[Engine]
+logFormat=json
+nullAudio=1
+"""
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    """p50/p99/max of ``times`` (seconds) in milliseconds."""
+    ordered = sorted(times)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50_ms": round(1000 * pick(0.50), 2),
+        "p99_ms": round(1000 * pick(0.99), 2),
+        "max_ms": round(1000 * ordered[-1], 2),
+        "n": len(ordered),
+    }
+
+
+def status_client_child(path: str, threads: int, requests: int, start_at: float) -> None:
+    """Run in a child process: ``threads`` clients, each ``requests`` sequential ``status``."""
+
+    from engine.control import ControlClient
+
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        mine: list[float] = []
+        with ControlClient(path, timeout=30) as engine:
+            try:
+                engine.request("status")  # connected: the figure is the round trip alone
+                time.sleep(max(0.0, start_at - time.time()))
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    engine.request("status")
+                    mine.append(time.perf_counter() - t0)
+            except Exception as exc:
+                with lock:
+                    errors.append(repr(exc))
+        with lock:
+            times.extend(mine)
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps({"times": times, "errors": errors[:5], "failed": len(errors)}), flush=True)
+
+
+def status_under_load(
+    pid: int, path: str, clients: int, requests: int, procs: int
+) -> dict[str, Any]:
+    """``clients`` concurrent connections (threads spread over ``procs`` processes, so
+    the clients' own GIL does not inflate the figure), each ``requests`` ``status``;
+    with the throughput and the engine's CPU time per request (its one interpreter
+    runs every connection's thread: latency ~ clients x CPU per request)."""
+    start_at = time.time() + 2.5
+    start = str(start_at)  # every client connected before the first request
+    shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--status-child", path, str(share), str(requests), start],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    times: list[float] = []
+    errors: list[str] = []
+    failed = 0
+    for child in children:
+        out, _ = child.communicate(timeout=600)
+        result = json.loads(out.strip().splitlines()[-1])
+        times += result["times"]
+        errors += result["errors"]
+        failed += result["failed"]
+    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
+    figures: dict[str, Any] = percentiles(times)
+    figures["requests_per_s"] = round(len(times) / wall)
+    figures["engine_cpu_us_per_request"] = round(1e6 * cpu / max(1, len(times)))
+    if failed:
+        figures.update(failed_clients=failed, first_error=errors[0])
+    return figures
+
+
+def new_client_with_idle(path: str, idle: int, tries: int) -> dict[str, Any]:
+    """Connect + ``status`` of a new client while ``idle`` connections that never
+    send anything are open (refilled before every try)."""
+    import socket
+
+    from engine.control import ControlClient, ControlError
+
+    idlers: list[socket.socket] = []
+    times: list[float] = []
+    failures: list[str] = []
+    try:
+        for _ in range(tries):
+            idlers = [s for s in idlers if not _closed_by_peer(s)]
+            while len(idlers) < idle:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(path)
+                idlers.append(sock)
+            time.sleep(0.2)  # the engine has admitted them all
+            t0 = time.perf_counter()
+            try:
+                with ControlClient(path, timeout=10) as engine:
+                    engine.request("status")
+                times.append(time.perf_counter() - t0)
+            except ControlError as exc:
+                failures.append(f"{exc.code}: {exc.message}")
+    finally:
+        for sock in idlers:
+            sock.close()
+    figures: dict[str, Any] = percentiles(times) if times else {}
+    figures.update(idle_connections=idle, tries=tries, failed=len(failures))
+    if failures:
+        figures["first_failure"] = failures[0]
+    return figures
+
+
+def _closed_by_peer(sock: Any) -> bool:
+    import select
+
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)  # an idle connection only becomes readable when the engine ends it
+
+
+def control_status_figures(
+    tmp: Path, clients: int, requests: int, pythonpath: str | None = None
+) -> dict[str, Any]:
+    """The ``status`` round trip idle vs under load, and a new client beside 64 idlers.
+
+    ``pythonpath`` runs the engine from another source tree (e.g. an older commit
+    exported with ``git archive``) to compare two versions in one run.
+    """
+    control = str(tmp / "ctl-status" / "control.sock")
+    ini = tmp / "status.ini"
+    ini.write_text(STATUS_INI)
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "engine", "serve", "--config", str(ini)),
+            *("--bind", "127.0.0.1", "--sip-port", "0", "--control", control),
+            *("--log-format", "json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=pythonpath or None,
+    )
+    try:
+        wait_line(proc, "event", "ready", 15)
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)  # type: ignore[union-attr]
+        drain.start()  # a full log pipe would stall the engine (busy refusals are logged)
+        from engine.control import ControlClient
+
+        alone: list[float] = []
+        with ControlClient(control) as engine:
+            for _ in range(max(200, requests)):
+                t0 = time.perf_counter()
+                engine.request("status")
+                alone.append(time.perf_counter() - t0)
+        return {
+            "status_alone": percentiles(alone),
+            f"status_{clients}x{requests}": status_under_load(
+                proc.pid, control, clients, requests, 4
+            ),
+            "new_client_beside_64_idle": new_client_with_idle(control, 64, 20),
+            "new_client_beside_128_idle": new_client_with_idle(control, 128, 20),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine-dial", nargs=3, metavar=("INI", "TARGET", "N"))
@@ -212,9 +405,25 @@ def main() -> int:
     parser.add_argument("--dials", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--copydata", type=int, default=500, help="WM_COPYDATA messages")
+    parser.add_argument("--status-clients", type=int, default=100)
+    parser.add_argument("--status-requests", type=int, default=100)
+    parser.add_argument("--status-only", action="store_true", help="only the control figures")
+    parser.add_argument("--engine-src", help="run the status figures' engine from this tree")
+    parser.add_argument("--status-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_dial:
         engine_dial_child(args.engine_dial[0], args.engine_dial[1], int(args.engine_dial[2]))
+        return 0
+    if args.status_child:
+        path, threads, requests, start_at = args.status_child
+        status_client_child(path, int(threads), int(requests), float(start_at))
+        return 0
+    if args.status_only:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmpdir:
+            figures = control_status_figures(
+                Path(tmpdir), args.status_clients, args.status_requests, args.engine_src
+            )
+        print(json.dumps({"control_status": figures}, indent=2))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -244,6 +453,10 @@ def main() -> int:
             "cli_answer_ms": "median < 50 ms",
         },
     }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmpdir:
+        report["control_status"] = control_status_figures(
+            Path(tmpdir), args.status_clients, args.status_requests
+        )
     report["wm_copydata_dwdata1"] = copydata_round_trip(args.copydata)
     print(json.dumps(report, indent=2))
     return 0

@@ -511,6 +511,7 @@ def test_legacy_settings_account(tmp_path: Path) -> None:
         ("[Account1]\ndomain=a\nregisterRefresh=soon\n", "registerRefresh", 3),
         ("[Engine]\nlogFormat=xml\n", "logFormat", 2),
         ("[Engine]\ntcpControl=7000\n", "tcpControl", 2),
+        ("[Engine]\ncontrolIdleTimeout=0\n", "controlIdleTimeout", 2),
     ],
 )
 def test_invalid_typed_values_name_key(tmp_path: Path, text: str, key: str, line: int) -> None:
@@ -535,6 +536,7 @@ def test_engine_section(tmp_path: Path) -> None:
     assert engine.tcp_control == "127.0.0.1:7000"
     assert engine.max_calls == 4
     assert engine.bind_address == ""
+    assert engine.control_idle_timeout == 30  # seconds, docs/control-protocol.md
 
 
 ENCRYPTED = "9F2C4A11D0E3B5A69F2C4A11D0E3B5A6"

@@ -544,8 +544,9 @@ def test_regular_file_is_never_removed(
 
 
 def test_too_many_clients(make_server: Callable[..., ControlServer]) -> None:
-    """Beyond max_clients a connection gets one 'busy' line and is closed."""
-    server = make_server(max_clients=2)
+    """Beyond max_clients, with no connection idle long enough to give way, a new
+    connection gets one 'busy' line and is closed."""
+    server = make_server(max_clients=2, evict_grace=60.0)
     held = [Raw(server.path), Raw(server.path)]
     for conn in held:
         assert conn.request({"cmd": "help"})["ok"] is True
@@ -553,6 +554,111 @@ def test_too_many_clients(make_server: Callable[..., ControlServer]) -> None:
     assert extra.line()["error"]["code"] == "busy"
     for conn in (*held, extra):
         conn.close()
+
+
+# ---------------------------------------------------------------- idle clients
+
+
+def assert_closed_for_idleness(conn: Raw) -> str:
+    """The connection gets one ``idle`` line (id null), then its end; the message."""
+    reply = conn.line()
+    assert reply["id"] is None and reply["ok"] is False, reply
+    assert reply["error"]["code"] == "idle", reply
+    with pytest.raises(EOFError):
+        conn.line()
+    message: str = reply["error"]["message"]
+    return message
+
+
+def idle_connections(server: ControlServer, count: int) -> list[Raw]:
+    """``count`` connections that never send anything, once the server serves them all."""
+    conns = [Raw(server.path) for _ in range(count)]
+    wait_for(lambda: server.client_count == count, f"{count} idle connections to be admitted")
+    return conns
+
+
+def test_a_new_client_is_served_beside_64_idle_connections(server: ControlServer) -> None:
+    """The default limits leave room beside 64 connections that never send anything
+    (issue 14: they used to fill the cap and every new client got ``busy``)."""
+    idle = idle_connections(server, 64)
+    assert ask(server.path, "echo", text="through") == {
+        "text": "through",
+        "times": 1,
+        "loud": False,
+    }
+    wait_for(lambda: server.client_count == 64, "the client to leave")  # nobody gave way
+    for conn in idle:
+        conn.close()
+
+
+def test_a_full_house_of_idle_connections_gives_way(
+    make_server: Callable[..., ControlServer],
+) -> None:
+    """Every slot held by an idle connection: the one idle the longest is told why
+    and closed, and the new client is served in its slot."""
+    server = make_server(max_clients=64, evict_grace=0.0)
+    idle = idle_connections(server, 64)
+    assert ask(server.path, "echo", text="in")["text"] == "in"
+    message = assert_closed_for_idleness(idle[0])  # the oldest
+    assert "all 64 connections were in use" in message
+    assert idle[1].request({"id": 1, "cmd": "echo", "params": {"text": "x"}})["ok"] is True
+    for conn in idle:
+        conn.close()
+
+
+def test_busy_connections_and_streams_never_give_way(
+    make_server: Callable[..., ControlServer], bus: EventBus
+) -> None:
+    """A subscriber is not idle, and streams leave one slot for requests."""
+    server = make_server(max_clients=2, evict_grace=0.0)
+    stream = Raw(server.path)
+    assert stream.request({"id": "s", "cmd": "subscribe"})["ok"] is True
+    second = Raw(server.path)
+    reply = second.request({"id": "t", "cmd": "subscribe"})
+    assert reply["id"] == "t" and reply["error"]["code"] == "busy"
+    assert "max 1" in reply["error"]["message"]
+    assert second.request({"id": 2, "cmd": "add", "params": {"a": 1, "b": 1}})["result"] == 2
+    assert ask(server.path, "add", a=2, b=2) == 4  # took the idle second's slot
+    assert_closed_for_idleness(second)
+    bus.publish(call_state(call=7))
+    assert stream.line()["call"] == 7
+    stream.close()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    make_server: Callable[..., ControlServer], bus: EventBus
+) -> None:
+    """Silent, half a line, or done with its requests: closed after ``idle_timeout``
+    with a line saying so. An event stream stays."""
+    server = make_server(idle_timeout=0.3)
+    stream = Raw(server.path)
+    assert stream.request({"id": "s", "cmd": "subscribe"})["ok"] is True
+    silent, partial, used = Raw(server.path), Raw(server.path), Raw(server.path)
+    partial.send(b'{"cmd": "ec')
+    assert used.request({"id": 1, "cmd": "add", "params": {"a": 1, "b": 2}})["result"] == 3
+    for conn in (silent, partial, used):
+        assert "after 0.3 s without a request" in assert_closed_for_idleness(conn)
+    bus.publish(call_state(call=8))
+    assert stream.line()["call"] == 8
+    assert server.client_count == 1
+    stream.close()
+
+
+def test_the_client_reconnects_when_its_idle_connection_was_closed(
+    make_server: Callable[..., ControlServer],
+) -> None:
+    """A long-lived ControlClient is not broken by the idle timeout: the engine read
+    nothing after closing, so the client sends its request again, afresh."""
+    server = make_server(idle_timeout=0.2)
+    with ControlClient(server.path, timeout=TIMEOUT) as client:
+        assert client.request("add", a=1, b=1) == 2
+        wait_for(lambda: server.client_count == 0, "the idle connection to be closed")
+        assert client.request("add", a=2, b=2) == 4
+
+
+def test_idle_timeout_must_be_positive(bus: EventBus, sockdir: str) -> None:
+    with pytest.raises(ValueError, match="idle_timeout"):
+        ControlServer(CommandRegistry(), bus, os.path.join(sockdir, "c"), idle_timeout=0)
 
 
 def _child_request_as(uid: int, path: str, out: int) -> None:

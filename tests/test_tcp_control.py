@@ -351,8 +351,29 @@ def test_subscribe_over_tcp(server: TcpControlServer, bus: EventBus) -> None:
     assert event["event"] == "call_state" and event["call"] == 4
 
 
+def test_idle_connections_are_closed_and_give_way(
+    make_server: Callable[..., TcpControlServer],
+) -> None:
+    """The TCP listener has the Unix socket's idle rules: an authenticated
+    connection idle past ``idle_timeout`` is closed with an ``idle`` line, and when
+    every slot is taken the connection idle the longest gives way to a new one."""
+    server = make_server(max_clients=2, idle_timeout=0.5, evict_grace=0.0)
+    first, second = authed(server), authed(server)
+    third = authed(server)  # took first's slot
+    reply = first.line()
+    assert reply["id"] is None and reply["error"]["code"] == "idle" and first.closed()
+    assert third.request({"id": 1, "cmd": "add", "params": {"a": 1, "b": 2}})["result"] == 3
+    for conn in (second, third):
+        reply = conn.line()
+        assert reply["error"] == {
+            "code": "idle",
+            "message": "closed after 0.5 s without a request",
+        }
+        assert conn.closed()
+
+
 def test_client_limit(make_server: Callable[..., TcpControlServer]) -> None:
-    server = make_server(max_clients=2)
+    server = make_server(max_clients=2, evict_grace=60.0)
     first, second = authed(server), Tcp(server.port)
     third = Tcp(server.port)
     reply = third.line()
@@ -459,6 +480,45 @@ def test_serve_reads_tcp_control_from_the_ini(tmp_path: Path) -> None:
         assert not (Path(plain.control).parent / "tcp-token").exists()
     finally:
         plain.stop()
+
+
+def test_serve_idle_rules_on_both_listeners(tmp_path: Path) -> None:
+    """A real engine: ``status`` answers beside 64 connections that never send
+    anything (issue 14), and ``[Engine] controlIdleTimeout`` closes idle
+    connections on the Unix socket and the TCP listener alike."""
+    port = free_port("tcp")
+    ini = f"[Settings]\naccountId=0\n[Engine]\ntcpControl=127.0.0.1:{port}\ncontrolIdleTimeout=1\n"
+    proc = ServeProcess(tmp_path, ini)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(TIMEOUT)
+            sock.connect(proc.control)
+            idle.append(sock)
+        with proc.client() as client:
+            assert client.request("status")["control"] == proc.control
+        token = (Path(proc.control).parent / "tcp-token").read_text().strip()
+        tcp = authed_to(port, token)
+        expected = {"code": "idle", "message": "closed after 1 s without a request"}
+        assert tcp.line()["error"] == expected and tcp.closed()
+        for sock in idle:
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                assert chunk, f"closed without a line, got {line!r}"
+                line += chunk
+            assert json.loads(line)["error"] == expected
+    finally:
+        for sock in idle:
+            sock.close()
+        proc.stop()
+
+
+def authed_to(port: int, token: str) -> Tcp:
+    conn = Tcp(port)
+    assert conn.request({"token": token})["ok"] is True
+    return conn
 
 
 def test_serve_fails_cleanly_on_a_bad_token_file(tmp_path: Path) -> None:

@@ -52,14 +52,19 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         limits = manager.start()
         registry = build_registry(manager)
-        server = ControlServer(registry, manager.bus, control)
+        idle_timeout = float(config.engine.control_idle_timeout)
+        server = ControlServer(registry, manager.bus, control, idle_timeout=idle_timeout)
         server.start()
         if tcp_address:  # off by default; token-protected (docs/control-protocol.md)
             from ..control.tcp import TcpControlServer, default_token_path
 
             token = args.tcp_control_token or config.engine.tcp_control_token
             tcp = TcpControlServer(
-                registry, manager.bus, tcp_address, token or default_token_path(control)
+                registry,
+                manager.bus,
+                tcp_address,
+                token or default_token_path(control),
+                idle_timeout=idle_timeout,
             )
             tcp.start()
     except EngineError as exc:

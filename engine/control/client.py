@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, NoReturn
@@ -19,6 +20,8 @@ from .paths import default_socket_path
 __all__ = ["ControlClient", "ControlError", "EngineNotRunning", "EventStream", "RemoteError"]
 
 _CHUNK = 65536
+#: Pause between connection attempts while the engine's accept queue is full.
+_BACKLOG_RETRY = 0.005
 
 
 class ControlError(EngineError):
@@ -49,7 +52,7 @@ class _LineSocket:
         self.sock.settimeout(timeout)
         self.buffer = b""
         try:
-            self.sock.connect(path)
+            self._connect(path, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             self.sock.close()
             raise EngineNotRunning(f"no engine is running on {path}") from exc
@@ -62,6 +65,19 @@ class _LineSocket:
         except OSError as exc:
             self.sock.close()
             raise ControlError(f"cannot connect to {path}: {exc}") from exc
+
+    def _connect(self, path: str, timeout: float | None) -> None:
+        """``connect``, waiting out a full accept queue: a Unix socket with a timeout
+        fails at once with EAGAIN there instead of waiting, as TCP would."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                time.sleep(_BACKLOG_RETRY)
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
@@ -174,6 +190,17 @@ class ControlClient:
 
     def call(self, cmd: str, params: dict[str, Any] | None = None) -> Any:
         """Like :meth:`request`, with the parameters as a dict."""
+        if self._conn is not None:
+            try:
+                return self._call(cmd, params)
+            except RemoteError as exc:
+                # The engine closed our idle connection before reading this request
+                # (it never runs what it reads after that): send it again afresh.
+                if exc.code != "idle":
+                    raise
+        return self._call(cmd, params)
+
+    def _call(self, cmd: str, params: dict[str, Any] | None) -> Any:
         if self._conn is None:
             self._conn = _LineSocket(self.path, self.timeout)
         conn = self._conn

@@ -6,6 +6,11 @@ client's thread (the engine marshals onto the SIP thread itself). Garbage from
 one client never reaches another: every failure is an error reply on that
 connection, or the end of that connection. The protocol is specified in
 ``docs/control-protocol.md``.
+
+Idle clients cannot lock others out: a request/reply connection that sends no
+request for ``idle_timeout`` seconds is closed, and when every slot is taken a
+new client takes the slot of the connection idle the longest. Event streams are
+exempt from both, but may hold at most ``max_clients - 1`` slots.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +40,15 @@ from ..errors import EngineError
 from ..events import Event, EventType
 from .paths import ensure_private_dir
 
-__all__ = ["MAX_EVENT_BACKLOG", "MAX_LINE", "ControlServer", "StreamServer"]
+__all__ = [
+    "EVICT_GRACE",
+    "IDLE_TIMEOUT",
+    "MAX_CLIENTS",
+    "MAX_EVENT_BACKLOG",
+    "MAX_LINE",
+    "ControlServer",
+    "StreamServer",
+]
 
 log = structlog.get_logger("engine.control")
 
@@ -42,12 +56,30 @@ log = structlog.get_logger("engine.control")
 MAX_LINE = 1 << 20
 #: Events queued for one subscriber before it is judged too slow and dropped.
 MAX_EVENT_BACKLOG = 1000
+#: Connections served at once (event streams included); one thread each.
+MAX_CLIENTS = 128
+#: Seconds a request/reply connection may wait without a request before it is closed.
+IDLE_TIMEOUT = 30.0
+#: A connection idle for less than this is never closed to make room: a client
+#: between two requests of a burst is not idle, and taking its slot only moves
+#: the wait elsewhere.
+EVICT_GRACE = 0.1
 _CHUNK = 65536
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+_TIMEVAL = struct.Struct("@ll")  # struct timeval {time_t tv_sec; suseconds_t tv_usec;}
 _REQUEST_KEYS = frozenset({"id", "cmd", "params"})
 _EVENT_NAMES = frozenset(str(t) for t in EventType)
 _INTERNAL = "internal error (details in the engine log)"
+
+
+class _Idle(Exception):
+    """The connection is closed for idleness: ``code`` and ``message`` go to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class _BadRequest(Exception):
@@ -180,6 +212,15 @@ class _Connection:
         self.log = log.bind(client=name, **peer)
         self.events: _EventBuffer | None = None
         self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+        #: Since when no request runs (``None`` while one runs, or once streaming);
+        #: read and written under the server's lock.
+        self.idle_since: float | None = time.monotonic()
+        #: Why the server ended this idle connection (set under its lock, once).
+        self.closed_for: _Idle | None = None
+        # Sockets stay blocking (a timeout would cost a poll() per read and per
+        # write): the server's accept thread ends idle connections, and the kernel
+        # bounds a write to a client that takes nothing.
+        _send_timeout(sock, server.idle_timeout)
 
     def authenticate(self, lines: Iterator[bytes | None]) -> bool:
         """Called before the first request: may consume lines from ``lines``.
@@ -199,6 +240,9 @@ class _Connection:
                     break  # the connection became an event stream, now finished
                 if self.server.closing:
                     break  # a command (``exit``) closed the server: its reply is sent
+        except _Idle as exc:
+            self.log.info("control_client_idle", code=exc.code, reason=exc.message)
+            self._farewell(exc.code, exc.message)
         except OSError as exc:
             self.log.debug("control_client_lost", error=repr(exc))
         except Exception:  # a bug here must still end only this connection
@@ -215,8 +259,43 @@ class _Connection:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
+    def deadline(self) -> float | None:
+        """When the server closes this connection if it stays idle (``None``: never,
+        an event stream). While a request runs: the earliest it could be, so the
+        accept thread never sleeps past a deadline that the request's end sets."""
+        if self.events is not None:
+            return None
+        idle_since = self.idle_since
+        start = time.monotonic() if idle_since is None else idle_since
+        return start + self.server.idle_timeout
+
+    def timed_out(self) -> _Idle:
+        """Why the connection is closed when :meth:`deadline` has passed."""
+        return _Idle("idle", f"closed after {self.server.idle_timeout:g} s without a request")
+
+    def end_idle(self) -> None:
+        """Wake the idle reader (any thread; ``closed_for`` is set): it says why and
+        ends. Only reading is shut, so the farewell line can still be sent."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)
+
     def _send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(_encode(message))
+
+    def _farewell(self, code: str, message: str) -> None:
+        """One last error line, if the client's buffer has room: a client that reads
+        nothing must not hold this thread."""
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(0)
+            self.sock.send(_encode(_error(None, code, message)))
+
+    def _recv(self) -> bytes:
+        """The next chunk of input; :class:`_Idle` once the server has ended this
+        idle connection (whatever it sent since is not run)."""
+        chunk = self.sock.recv(_CHUNK)
+        if self.closed_for is not None:
+            raise self.closed_for
+        return chunk
 
     def _lines(self) -> Iterator[bytes | None]:
         """Each request line (CR/LF stripped); ``None`` for a line over ``max_line``.
@@ -227,7 +306,7 @@ class _Connection:
         limit = self.server.max_line
         buf = bytearray()
         discarding = False
-        while chunk := self.sock.recv(_CHUNK):
+        while chunk := self._recv():
             start = 0
             while (end := chunk.find(b"\n", start)) >= 0:
                 if not discarding:
@@ -251,18 +330,31 @@ class _Connection:
         except _BadRequest as exc:
             self._send(_error(exc.request_id, exc.code, exc.message))
             return False
+        if not self.server._begin_request(self):
+            assert self.closed_for is not None
+            raise self.closed_for
         if cmd == "subscribe":
-            return self._subscribe(request_id, params)
-        self._send(self._execute(request_id, cmd, params))
+            try:
+                return self._subscribe(request_id, params)
+            finally:
+                self.server._end_request(self)
+        reply = self._execute(request_id, cmd, params)
+        try:
+            data = _encode(reply)  # once: a large result is costly to encode
+        except (TypeError, ValueError):
+            self.log.exception("control_internal_error", cmd=cmd)
+            data = _encode(_error(request_id, "internal_error", _INTERNAL))
+        # Idle from here, before the client can read its reply and connect again:
+        # the reply still goes out whole if a new client takes this slot meanwhile.
+        self.server._end_request(self)
+        self.sock.sendall(data)
         return False
 
     def _execute(self, request_id: Any, cmd: str, params: Any) -> dict[str, Any]:
         self.log.debug("control_command", cmd=cmd, request_id=request_id)
         try:
             result = self.server.registry.call(cmd, params)
-            reply = {"id": request_id, "ok": True, "result": result}
-            _encode(reply)  # prove it is serialisable before claiming success
-            return reply
+            return {"id": request_id, "ok": True, "result": result}
         except EngineError as exc:
             return _error(request_id, exc.code, exc.message)
         except Exception:
@@ -275,13 +367,25 @@ class _Connection:
         except _BadRequest as exc:
             self._send(_error(request_id, exc.code, exc.message))
             return False
+        if not self.server._begin_stream():
+            limit = self.server.max_clients - 1
+            self._send(_error(request_id, "busy", f"too many event streams (max {limit})"))
+            return False
+        try:
+            return self._stream(request_id, wanted)
+        finally:
+            self.server._end_stream()
+
+    def _stream(self, request_id: Any, wanted: frozenset[str] | None) -> bool:
         self.events = buffer = _EventBuffer(self.server.max_event_backlog)
         handler = _Subscriber(self.name, wanted, buffer, self.shutdown)
         try:
             unsubscribe = self.server.bus.subscribe(handler)
         except RuntimeError:
+            self.events = None
             self._send(_error(request_id, "stopped", "the engine is stopping"))
             return False
+        _send_timeout(self.sock, 0)  # a stream's writer has its own bound (the backlog)
         writer = threading.Thread(
             target=self._write_events, args=(buffer,), name=f"{self.name}-events", daemon=True
         )
@@ -338,6 +442,14 @@ def _event_filter(params: Any) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """``SO_SNDTIMEO``: a blocking send fails (``EAGAIN``) after ``seconds``; 0 = never."""
+    whole = int(seconds)
+    value = _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
 def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """``(pid, uid, gid)`` of the process that connected, from the kernel."""
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
@@ -367,16 +479,23 @@ class StreamServer:
         bus: EventBus,
         *,
         max_line: int = MAX_LINE,
-        max_clients: int = 64,
+        max_clients: int = MAX_CLIENTS,
         max_event_backlog: int = MAX_EVENT_BACKLOG,
+        idle_timeout: float = IDLE_TIMEOUT,
+        evict_grace: float = EVICT_GRACE,
     ) -> None:
+        if max_clients < 1 or idle_timeout <= 0:
+            raise ValueError("max_clients and idle_timeout must be positive")
         self.registry = registry
         self.bus = bus
         self.max_line = max_line
         self.max_clients = max_clients
         self.max_event_backlog = max_event_backlog
+        self.idle_timeout = idle_timeout
+        self.evict_grace = evict_grace
         self._lock = threading.Lock()
         self._clients: set[_Connection] = set()
+        self._streams = 0
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -406,10 +525,36 @@ class StreamServer:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._closing.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(self._end_idle_connections()):
                     if key.fileobj is self._wake_r:
                         return
                     self._accept_one(self._listener)
+
+    def _end_idle_connections(self) -> float | None:
+        """Close the connections idle past their deadline; seconds to the next one.
+
+        Runs on the accept thread, which alone admits connections, so no deadline
+        appears that it has not seen (see :meth:`_Connection.deadline`); waking
+        early is the worst that happens.
+        """
+        now = time.monotonic()
+        ended: list[tuple[_Connection, _Idle]] = []
+        next_deadline: float | None = None
+        with self._lock:
+            for conn in self._clients:
+                deadline = conn.deadline()
+                if deadline is None:
+                    continue
+                if deadline <= now:
+                    ended.append((conn, conn.timed_out()))
+                elif next_deadline is None or deadline < next_deadline:
+                    next_deadline = deadline
+            for conn, reason in ended:
+                conn.closed_for = reason
+                self._clients.discard(conn)
+        for conn, _ in ended:
+            conn.end_idle()
+        return None if next_deadline is None else max(0.0, next_deadline - now)
 
     def _accept_one(self, listener: socket.socket) -> None:
         try:
@@ -435,12 +580,22 @@ class StreamServer:
         return _Connection(self, sock, name, **peer)
 
     def _serve(self, sock: socket.socket, **peer: Any) -> None:
-        """Serve ``sock`` on its own thread, unless the client limit is reached."""
+        """Serve ``sock`` on its own thread; when every slot is taken, in the slot of
+        the connection idle the longest, else refuse it."""
         conn = self._connection(sock, f"{self.kind}-{next(self._numbers)}", **peer)
         with self._lock:
+            victim = self._evictable() if len(self._clients) >= self.max_clients else None
+            if victim is not None:
+                limit = self.max_clients
+                reason = _Idle("idle", f"closed while idle: all {limit} connections were in use")
+                victim.closed_for = reason
+                self._clients.discard(victim)
             busy = len(self._clients) >= self.max_clients
             if not busy:
                 self._clients.add(conn)
+        if victim is not None:
+            log.info(f"{self.kind}_idle_evicted", client=victim.name, max_clients=self.max_clients)
+            victim.end_idle()
         if busy:
             log.warning(f"{self.kind}_busy", max_clients=self.max_clients, **peer)
             _refuse(sock, "busy", f"too many control clients (max {self.max_clients})")
@@ -450,6 +605,37 @@ class StreamServer:
         except RuntimeError:
             self._forget(conn)
             raise
+
+    def _evictable(self) -> _Connection | None:
+        """The connection idle the longest, if for at least ``evict_grace`` (lock held)."""
+        oldest = time.monotonic() - self.evict_grace
+        idle = [c for c in self._clients if c.idle_since is not None and c.idle_since <= oldest]
+        return min(idle, key=lambda c: c.idle_since or 0.0, default=None)
+
+    def _begin_request(self, conn: _Connection) -> bool:
+        """``conn`` starts a request; ``False`` if its slot was just given away."""
+        with self._lock:
+            if conn.closed_for is not None:
+                return False
+            conn.idle_since = None
+            return True
+
+    def _end_request(self, conn: _Connection) -> None:
+        with self._lock:
+            if conn.events is None:  # a finished stream never becomes idle again
+                conn.idle_since = time.monotonic()
+
+    def _begin_stream(self) -> bool:
+        """Take a stream slot: streams leave at least one slot for requests."""
+        with self._lock:
+            if self._streams >= self.max_clients - 1:
+                return False
+            self._streams += 1
+            return True
+
+    def _end_stream(self) -> None:
+        with self._lock:
+            self._streams -= 1
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
@@ -511,8 +697,10 @@ class ControlServer(StreamServer):
         path: str,
         *,
         max_line: int = MAX_LINE,
-        max_clients: int = 64,
+        max_clients: int = MAX_CLIENTS,
         max_event_backlog: int = MAX_EVENT_BACKLOG,
+        idle_timeout: float = IDLE_TIMEOUT,
+        evict_grace: float = EVICT_GRACE,
     ) -> None:
         super().__init__(
             registry,
@@ -520,6 +708,8 @@ class ControlServer(StreamServer):
             max_line=max_line,
             max_clients=max_clients,
             max_event_backlog=max_event_backlog,
+            idle_timeout=idle_timeout,
+            evict_grace=evict_grace,
         )
         self.path = os.path.abspath(path)
         self._lock_fd: int | None = None

@@ -29,6 +29,7 @@ import re
 import secrets
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +38,17 @@ import structlog
 from ..bus import EventBus
 from ..commands import CommandRegistry
 from ..errors import EngineError
-from .server import MAX_EVENT_BACKLOG, MAX_LINE, StreamServer, _Connection, _error
+from .server import (
+    EVICT_GRACE,
+    IDLE_TIMEOUT,
+    MAX_CLIENTS,
+    MAX_EVENT_BACKLOG,
+    MAX_LINE,
+    StreamServer,
+    _Connection,
+    _error,
+    _Idle,
+)
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -157,15 +168,24 @@ class _TcpConnection(_Connection):
     def __init__(self, server: TcpControlServer, sock: socket.socket, name: str, **peer: Any):
         super().__init__(server, sock, name, **peer)
         self.tcp = server
+        self.handshake_deadline: float | None = time.monotonic() + server.handshake_timeout
+
+    def deadline(self) -> float | None:
+        idle = super().deadline()
+        handshake = self.handshake_deadline  # the token line has a wait of its own
+        if handshake is None or idle is None:
+            return idle if handshake is None else handshake
+        return min(idle, handshake)
+
+    def timed_out(self) -> _Idle:
+        if self.handshake_deadline is not None and self.handshake_deadline <= time.monotonic():
+            self.log.warning("tcp_control_forbidden", reason="no token line in time")
+            return _Idle("forbidden", "no token line in time")
+        return super().timed_out()
 
     def authenticate(self, lines: Iterator[bytes | None]) -> bool:
-        self.sock.settimeout(self.tcp.handshake_timeout)
-        try:
-            line = next((item for item in lines if item is None or item.strip()), None)
-        except TimeoutError:
-            self.log.warning("tcp_control_forbidden", reason="no token line in time")
-            self._send(_error(None, "forbidden", "no token line in time"))
-            return False
+        line = next((item for item in lines if item is None or item.strip()), None)
+        self.handshake_deadline = None
         hello = _token_of(line)
         # compare_digest: the time taken does not tell how much of a guess was right.
         expected = self.tcp.token.encode()
@@ -174,7 +194,8 @@ class _TcpConnection(_Connection):
             self.log.warning("tcp_control_forbidden", reason=reason)
             self._send(_error(None, "forbidden", _FORBIDDEN))
             return False
-        self.sock.settimeout(None)
+        # Idle from the handshake on; set before the reply that lets the client go on.
+        self.idle_since = time.monotonic()
         self._send({"id": hello[0], "ok": True, "result": {"authenticated": True}})
         self.log.debug("tcp_control_authenticated")
         return True
@@ -212,8 +233,10 @@ class TcpControlServer(StreamServer):
         token_path: str,
         *,
         max_line: int = MAX_LINE,
-        max_clients: int = 64,
+        max_clients: int = MAX_CLIENTS,
         max_event_backlog: int = MAX_EVENT_BACKLOG,
+        idle_timeout: float = IDLE_TIMEOUT,
+        evict_grace: float = EVICT_GRACE,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         super().__init__(
@@ -222,6 +245,8 @@ class TcpControlServer(StreamServer):
             max_line=max_line,
             max_clients=max_clients,
             max_event_backlog=max_event_backlog,
+            idle_timeout=idle_timeout,
+            evict_grace=evict_grace,
         )
         self.host, self.port = parse_address(address)
         self.token_path = os.path.abspath(token_path)
