@@ -140,6 +140,8 @@ class MediaState(Event):
     call: int
     status: str
     direction: str
+    #: The negotiated audio codec, ``name/clock rate`` ("PCMU/8000", "opus/48000").
+    codec: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -114,11 +114,13 @@ class CallManager:
             self.limits = self._stack.start()
             self._started = True
             self.started_at = time.time()
-        if self.limits.tls:
+        if self.limits.tls and self.limits.tls_max != "1.3":
             log.warning(
-                "tls_limits",
-                detail=f"TLS through this pjsua2 build offers TLS {self.limits.tls_max} at most "
-                "(the PyPI wheel bundles OpenSSL 1.0.2k); server certificates are verified",
+                "tls_outdated",
+                detail=f"SIP over TLS on this pjsua2 build stops at TLS {self.limits.tls_max}: "
+                "the PyPI wheel bundles OpenSSL 1.0.2k, out of security support since 2019. "
+                "Build pjsua2 from Debian's sources (OpenSSL 3, TLS 1.3): "
+                "./scripts/build-pjsua2, then ./scripts/run --pjsua2=source",
             )
         try:
             s = self.config.settings
@@ -341,7 +343,9 @@ class CallManager:
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
         target = target.strip()
-        if not target or len(target) > 512 or any(c in target for c in "\r\n\0\t"):
+        if len(target) > 512:  # the pjsua2 layer refuses it too (guard.MAX_URI)
+            raise InvalidTargetError(f"dial target is too long: {len(target)} characters (512 max)")
+        if not target or any(c in target for c in "\r\n\0\t"):
             raise InvalidTargetError(f"invalid dial target {target[:80]!r}")
         acc = self.account_config(account)
         host_like = "@" in target or ":" in target or any(c.isalpha() for c in target)

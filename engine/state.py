@@ -17,6 +17,8 @@ class Limits:
     #: Highest TLS version the build's OpenSSL offers ("1.2" for the PyPI wheel).
     tls_max: str
     codecs: tuple[str, ...]
+    #: Which pjsua2: "pypi-wheel", or "source" for scripts/build-pjsua2's build.
+    build: str = "pypi-wheel"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -20,12 +20,12 @@ from audio import (
     read_wav,
     write_tone_wav,
 )
-from enginekit import Engines, engines_fixture, sip_port
+from enginekit import BASE_INI, Engines, engines_fixture, sip_port
 from peers.baresip import BaresipFactory
 from peers.kamailio import Kamailio
 from peers.sipp import SippFactory
 
-from engine.errors import CapacityError, InvalidTargetError, SipError
+from engine.errors import InvalidTargetError, SipError
 
 pytestmark = pytest.mark.peers
 
@@ -116,9 +116,10 @@ def test_inbound_sipp_call_answered_and_hung_up_through_the_api(
 def test_fifth_inbound_call_gets_486_and_the_engine_keeps_serving(
     engines: Engines, sipp_factory: SippFactory
 ) -> None:
-    manager, events = engines.start()
+    # Capped at the wheel's 4 on every build (test_pjsua2_build fills the build's own).
+    manager, events = engines.start(BASE_INI + "[Engine]\nmaxCalls=4\n")
     limit = manager.status()["capacity"]["max_calls"]
-    assert limit == 4  # what this pjsua2 wheel really allows (measured at start)
+    assert limit == 4
     sipp = sipp_factory.uac(
         local_uri(manager), "uac_answer_or_busy", calls=limit + 1, rate=100, hold_ms=3000
     )
@@ -145,21 +146,6 @@ def test_fifth_inbound_call_gets_486_and_the_engine_keeps_serving(
     events.wait_for("call_state", call=late["call"], state="early")
     manager.answer(late["call"])
     assert again.wait(15).successful == 1
-
-
-def test_dial_over_capacity_is_a_clear_error(engines: Engines, sipp_factory: SippFactory) -> None:
-    manager, events = engines.start()
-    uas = sipp_factory.uas("uas_ring", calls=4, ring_timeout_ms=20000)
-    numbers = [manager.dial(uas.uri("ring")).call for _ in range(4)]
-    for n in numbers:
-        events.wait_for("call_state", call=n, state="early")
-    with pytest.raises(CapacityError, match="allows 4"):
-        manager.dial(uas.uri("ring"))
-    for n in numbers:
-        manager.hangup(n)  # CANCEL
-    for n in numbers:
-        events.wait_for("call_state", call=n, state="disconnected")
-    assert uas.wait(15).received("CANCEL") == 4
 
 
 def test_bad_dial_targets_raise_errors_not_aborts(engines: Engines) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from buildkit import EXPECTED
 from enginekit import BASE_INI, EventLog, ServeProcess
 from peers import wait_until
 from peers.baresip import BaresipFactory
@@ -704,7 +705,7 @@ def test_engine_status_json_and_events_stream(
         sipp, call = e.ring_in(sipp_factory, "uac_wait_bye", bye_timeout_ms=15000)
 
         status = json.loads(e.cli.run("status", "--json", exe=MICROSIP_ENGINE).stdout)
-        assert status["capacity"] == {"max_calls": 4, "calls": 1}
+        assert status["capacity"] == {"max_calls": EXPECTED.max_calls, "calls": 1}
         assert [(a["account"], a["state"]) for a in status["accounts"]] == [(0, "none")]
         [c] = status["calls"]
         assert (c["sip_call_id"], c["direction"], c["state"]) == (call, "in", "early")

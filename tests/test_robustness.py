@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from buildkit import EXPECTED
 from enginekit import Engines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,7 +98,7 @@ def test_garbage_commands_only_raise_engine_errors(
     with contextlib.suppress(EngineError):  # a clear refusal is fine; anything else fails
         registry.call(name, params)
     assert manager.running
-    assert manager.status()["capacity"]["max_calls"] == 4
+    assert manager.status()["capacity"]["max_calls"] == EXPECTED.max_calls
 
 
 def test_the_engine_still_works_after_the_garbage(engine: tuple[Any, CommandRegistry]) -> None:

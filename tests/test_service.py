@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from buildkit import EXPECTED
 from enginekit import ServeProcess
 from peers.kamailio import Kamailio
 from peers.sipp import SippFactory
@@ -30,7 +31,7 @@ def test_embedded_default_starts_with_no_config(tmp_path: Path, serve: list[Serv
     serve.append(proc)
     ready = proc.ready
     assert ready["config"] == "embedded default"
-    assert ready["max_calls"] == 4
+    assert ready["max_calls"] == EXPECTED.max_calls
     assert [a.split(":")[0] for a in ready["sip"]] == ["udp", "tcp"]
     assert ready["control"] == proc.control
     status = proc.client().request("status")

@@ -166,8 +166,21 @@ class PjCall(pj.Call):  # type: ignore[misc]
             if status in ("active", "remote_hold"):
                 self.connect_audio(index)
             self.stack.emit(
-                MediaState(call=self.number, status=status, direction=_DIRS.get(mi.dir, "inactive"))
+                MediaState(
+                    call=self.number,
+                    status=status,
+                    direction=_DIRS.get(mi.dir, "inactive"),
+                    codec=self._codec(index) if status != "none" else "",
+                )
             )
+
+    def _codec(self, index: int) -> str:
+        """``name/clock rate`` of the stream's codec (``audioCodecs`` adds channels)."""
+        try:
+            si = self.getStreamInfo(index)
+        except pj.Error:
+            return ""
+        return f"{si.codecName}/{si.codecClockRate}"
 
     @callback
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:

@@ -11,13 +11,26 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 import structlog
 
-from ..errors import SipError
+from ..errors import InvalidTargetError, SipError
 
 log = structlog.get_logger("engine.pjsua2")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PJ_ETOOMANY = 70010
+
+#: The longest URI or identity the engine hands to pjsua2, and the longest header.
+#: The wheel aborts in ``utilVerifySipUri`` on strings of ~850 characters, and
+#: pjproject up to 2.17 crashes on some over-long URIs even with assertions compiled
+#: out (docs/pjsua2-builds.md): refused here on every build. No real URI comes near.
+MAX_URI = 512
+MAX_HEADER = 1024
+
+
+def check_length(what: str, value: str, limit: int = MAX_URI) -> None:
+    """Refuse ``value`` before pjsua2 sees it if it is longer than ``limit``."""
+    if len(value) > limit:
+        raise InvalidTargetError(f"{what} is too long: {len(value)} characters (at most {limit})")
 
 
 def translate(operation: str, exc: pj.Error) -> SipError:

@@ -10,6 +10,7 @@ About 10 ms; no packet leaves 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import time
 
@@ -86,3 +87,35 @@ def probe_max_calls(ep: pj.Endpoint, udp_transport: int, ceiling: int) -> int:
         del acc
         sock.close()
     return max(1, limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildFigures:
+    """Compile-time figures of the loaded pjsua2 that no pjsua2 call reveals."""
+
+    name: str
+    #: ``PJSUA_MAX_CALLS``: the ceiling the capacity probe measures up to.
+    max_calls: int
+    #: ``PJSUA_MAX_ACC``: the wheel aborts on the account after it, so never probed.
+    max_accounts: int
+    #: C ``assert()`` live: some misuses abort the process instead of raising.
+    assertions: bool
+
+
+#: The PyPI wheel ``pjsua2-python==2.15.1.post1`` (measured; docs/pjsua2-builds.md),
+#: and the safe assumption for any build that does not describe itself.
+WHEEL = BuildFigures("pypi-wheel", max_calls=4, max_accounts=8, assertions=True)
+
+
+def build_figures() -> BuildFigures:
+    """The figures ``scripts/build-pjsua2`` records beside its build, else the wheel's."""
+    try:
+        import pjsua2_build  # type: ignore[import-not-found]
+    except ImportError:
+        return WHEEL
+    return BuildFigures(
+        "source",
+        max_calls=int(pjsua2_build.MAX_CALLS),
+        max_accounts=int(pjsua2_build.MAX_ACCOUNTS),
+        assertions=bool(pjsua2_build.ASSERTIONS),
+    )

@@ -45,10 +45,16 @@ from .account import PjAccount, build_config
 from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
-from .guard import PJ_ETOOMANY, clear_last_exception, translate
+from .guard import (
+    MAX_HEADER,
+    PJ_ETOOMANY,
+    check_length,
+    clear_last_exception,
+    translate,
+)
 from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
-from .probe import probe_max_calls
+from .probe import build_figures, probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
 from .thread import SipThread
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
@@ -61,11 +67,6 @@ log = structlog.get_logger("engine.stack")
 
 T = TypeVar("T")
 
-#: The wheel aborts on the 9th account; PJSUA_MAX_ACC is 8 in every build we know,
-#: and pjsua2 exposes no way to read it, so refuse before pjsua2 does.
-MAX_ACCOUNTS = 8
-#: ``utilVerifySipUri`` and friends abort on long strings; nothing longer gets near.
-MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
 PJSIP_EBUSY = 171001
@@ -137,6 +138,9 @@ class PjStack(SipThread):
         self.sound: SoundDevices | None = None
         self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
+        #: The build's compile-time figures (accounts are refused past its
+        #: PJSUA_MAX_ACC: the wheel aborts on the next one).
+        self.build = build_figures()
 
     def start(self, timeout: float = 10.0) -> Limits:
         self.start_thread(timeout)
@@ -198,7 +202,7 @@ class PjStack(SipThread):
             cfg = pj.EpConfig()
             cfg.uaConfig.threadCnt = 0
             cfg.uaConfig.mainThreadOnly = True
-            cfg.uaConfig.maxCalls = s.max_calls or 64
+            cfg.uaConfig.maxCalls = s.max_calls or self.build.max_calls
             cfg.uaConfig.userAgent = s.user_agent
             for ns in s.nameservers:
                 cfg.uaConfig.nameserver.append(ns)
@@ -215,7 +219,14 @@ class PjStack(SipThread):
         ep.audDevManager().setNullDev()
         self.transports, self._wake_addr = bind_transports(ep, s)
         ep.libStart()
-        set_codecs(ep, s.codecs)
+        missing = set_codecs(ep, s.codecs)
+        if missing:
+            log.warning(
+                "codecs_unavailable",
+                codecs=missing,
+                detail=f"audioCodecs names codecs this pjsua2 build ({self.build.name}) "
+                "does not have; they are left out",
+            )
         if s.audio_input_device or s.audio_output_device:
             self._open_sound_devices()
         assert self._writer is not None
@@ -227,15 +238,18 @@ class PjStack(SipThread):
         if s.max_calls:
             max_calls = min(max_calls, s.max_calls)
         codecs = tuple(str(c.codecId) for c in ep.codecEnum2() if c.priority > 0)
+        # Asking the wheel's static OpenSSL touches ~2 MB of its code: only when TLS is
+        # in use (status() measures it on demand otherwise). The source build links
+        # the system's OpenSSL, already loaded: always.
+        measure_tls = "tls" in self.transports or self.build.name != "pypi-wheel"
         self.limits = Limits(
             max_calls=max_calls,
-            max_accounts=MAX_ACCOUNTS,
+            max_accounts=self.build.max_accounts,
             pjsip_version=str(ep.libVersion().full),
             tls="tls" in self.transports,
-            # Asking OpenSSL touches ~2 MB of its code: only when TLS is in use
-            # (status() measures it on demand otherwise).
-            tls_max=tls_max_version(ep) if "tls" in self.transports else "",
+            tls_max=tls_max_version(ep) if measure_tls else "",
             codecs=codecs,
+            build=self.build.name,
         )
 
     def _open_sound_devices(self) -> None:
@@ -279,6 +293,15 @@ class PjStack(SipThread):
         local_host = udp.host if index == 0 else ""
         if index == 0 and not acc.domain:
             local_host = f"{udp.host}:{udp.port}"
+        for what, value in (
+            ("server", acc.server),
+            ("domain", acc.domain),
+            ("username", acc.username),
+            ("authID", acc.auth_id),
+            ("displayName", acc.display_name),
+            *(("proxy", p) for p in acc.proxy),
+        ):
+            check_length(f"[Account{index}] {what}", value)
         cfg = build_config(acc, tid, local_host, password)
         self._media_transport(cfg, acc.public_addr)
         uri = split_name_addr(str(cfg.idUri))[1]
@@ -294,8 +317,10 @@ class PjStack(SipThread):
                     if exc.status != PJSIP_EBUSY:  # busy: modify() already re-registers
                         raise
             return existing.snapshot()
-        if len(self.accounts) + len(self._retired) >= MAX_ACCOUNTS:
-            raise CapacityError(f"this pjsua2 build allows at most {MAX_ACCOUNTS} accounts")
+        if len(self.accounts) + len(self._retired) >= self.build.max_accounts:
+            raise CapacityError(
+                f"this pjsua2 build allows at most {self.build.max_accounts} accounts"
+            )
         pj_acc = PjAccount(self, index, acc, label)
         pj_acc.uri = uri
         pj_acc.create(cfg, index == 0 and not acc.server)
@@ -362,8 +387,12 @@ class PjStack(SipThread):
         hide_cid: str = "",
     ) -> CallSnapshot:
         assert self.endpoint is not None and self.limits is not None
-        if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:", "tel:")):
+        check_length("the dial target", uri)
+        if not uri.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
+        for name, value in headers.items():
+            check_length("a header name", name, MAX_HEADER)
+            check_length(f"the {name[:40]} header", value, MAX_HEADER)
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
         if len(active) >= self.limits.max_calls:
             raise CapacityError(
@@ -476,6 +505,7 @@ class PjStack(SipThread):
         Through ``answer``, not ``hangup``: only the answer path lets our Contact
         header stand in the response (pjsua's own sample does the same).
         """
+        check_length("the forwarding target", target)
         call = self.call(number)
         prm = pj.CallOpParam(True)
         prm.statusCode = code
@@ -540,8 +570,7 @@ class PjStack(SipThread):
         return target
 
     def transfer(self, number: int, uri: str) -> None:
-        if len(uri) > MAX_URI:
-            raise InvalidTargetError("transfer target too long")
+        check_length("the transfer target", uri)
         transfer(self.call(number), uri)
 
     def transfer_attended(self, number: int, to_number: int) -> None:
@@ -585,7 +614,8 @@ class PjStack(SipThread):
             self.hangup(number)
 
     def send_message(self, account: int, uri: str, text: str) -> None:
-        if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:")):
+        check_length("the message target", uri)
+        if not uri.lower().startswith(("sip:", "sips:")):
             raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
         self.messenger.send(self.account(account), uri, text)
 

@@ -76,8 +76,11 @@ def _bind_all(
 
 
 def _tls(tls: pj.TlsConfig, s: StackSettings) -> None:
-    """TLS 1.2 (the wheel's OpenSSL 1.0.2k has no 1.3); server certificates verified."""
+    """TLS 1.2 or 1.3 (whatever the build's OpenSSL has: the wheel's 1.0.2k stops at
+    1.2); never older. Server certificates verified."""
     tls.method = pj.PJSIP_TLSV1_2_METHOD
+    # ``proto`` wins over ``method`` when set (pjsip_tls_setting): a set of versions.
+    tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3
     tls.verifyServer = s.tls_verify_server
     if s.tls_ca_file:
         tls.CaListFile = s.tls_ca_file
@@ -86,16 +89,20 @@ def _tls(tls: pj.TlsConfig, s: StackSettings) -> None:
         tls.privKeyFile = s.tls_key_file
 
 
-def set_codecs(ep: pj.Endpoint, codecs: tuple[str, ...]) -> None:
-    """Only the listed codecs, in order (speex would win by default and garble)."""
+def set_codecs(ep: pj.Endpoint, codecs: tuple[str, ...]) -> list[str]:
+    """Only the listed codecs, in order (speex would win by default and garble).
+    Returns the listed names this build does not have (Opus on the PyPI wheel)."""
     wanted = [c.lower() for c in codecs]
+    found: set[str] = set()
     for info in ep.codecEnum2():
         cid = str(info.codecId)
         prio = 0
         for rank, name in enumerate(wanted):
             if cid.lower() == name or cid.lower().startswith(name + "/"):
                 prio = max(1, 255 - rank)
+                found.add(name)
         ep.codecSetPriority(cid, prio)
+    return [c for c, name in zip(codecs, wanted, strict=True) if name not in found]
 
 
 #: TLS 1.3 cipher suites (RFC 8446); an OpenSSL that offers none of them has no 1.3.

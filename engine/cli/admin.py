@@ -81,6 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
         control=control,
         tcp_control=f"{tcp.host}:{tcp.port}" if tcp else None,
         max_calls=limits.max_calls,
+        pjsua2=f"{limits.pjsip_version} ({limits.build})",
+        tls_max=limits.tls_max or None,
         config=str(config.path) if config.path else "embedded default",
     )
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
