@@ -22,7 +22,7 @@ from audio import dominant_frequency, read_wav, write_tone_wav
 from buildkit import EXPECTED
 from enginekit import BASE_INI, Engines, engines_fixture
 from peers.baresip import BaresipFactory
-from peers.process import free_port, require
+from peers.process import free_port, require, tcp_port_listening, wait_until
 from peers.sipp import SippFactory
 
 from engine.errors import CapacityError, InvalidTargetError
@@ -105,6 +105,7 @@ def test_tls_version_negotiated_with_openssl(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
+        wait_until(lambda: tcp_port_listening(port), 20, "openssl s_server to listen")
         ini = BASE_INI.replace("transport=", "transport=tls") + f"[Engine]\ntlsCaFile={cert}\n"
         manager, _ = engines.start(ini)
         manager.dial(f"sip:tls-probe@127.0.0.1:{port};transport=tls")
