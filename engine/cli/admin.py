@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..commandset import build_registry
     from ..config import load_config
     from ..control import ControlServer, default_socket_path
+    from ..control.instance import InstanceLock
     from ..logs import configure
     from ..manager import CallManager
 
@@ -46,6 +47,12 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     control = args.control or config.engine.control_socket or default_socket_path()
+    instance = InstanceLock(control)
+    try:  # before the SIP stack exists: a second engine must not REGISTER at all
+        instance.acquire()
+    except EngineError as exc:
+        log.error("start_failed", error=exc.message, code=exc.code)
+        return 1
     manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
     tcp_address = args.tcp_control or config.engine.tcp_control
     server = tcp = None
