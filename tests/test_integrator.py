@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -78,3 +80,107 @@ def test_a_second_engine_on_a_busy_socket_sends_no_sip_at_all(
     assert "microsip /exit" in second.stderr  # says how to get out of it
     assert first.proc.poll() is None
     assert first.client().request("status")["sip"]
+
+
+# ------------------------------------------------------ item 2: one rule to find it
+
+
+def private_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """No MICROSIP_* from the caller; every XDG directory private to the test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROSIP_")}
+    for name in ("STATE", "CONFIG", "RUNTIME", "DATA"):
+        path = tmp / "xdg" / name.lower()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env[f"XDG_{name}_HOME" if name != "RUNTIME" else "XDG_RUNTIME_DIR"] = str(path)
+    env.update(extra)
+    return env
+
+
+def run_tool(exe: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / exe), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STEP,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def socket_ini(control: str, extra: str = "") -> str:
+    return f"""[Settings]
+accountId=1
+enableLocalAccount=1
+sourcePort=0
+[Account1]
+domain=example.invalid
+username=carol
+[Engine]
+controlSocket={control}
+bindAddress=127.0.0.1
+{extra}"""
+
+
+def test_every_tool_finds_the_socket_the_ini_names(
+    tmp_path: Path, serve: list[ServeProcess]
+) -> None:
+    """Item 2: ``--config`` or ``MICROSIP_INI`` leads status/events/cmd to the ini's
+    controlSocket; MICROSIP_CONTROL and --control still win."""
+    engine = ServeProcess(tmp_path, BASE_INI)
+    serve.append(engine)
+    ini = write_ini(tmp_path / "located.ini", socket_ini(engine.control))
+    env = private_env(tmp_path)
+    by_flag = run_tool("microsip-engine", "status", "--json", "--config", str(ini), env=env)
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert json.loads(by_flag.stdout)["control"] == engine.control
+    by_env = private_env(tmp_path, MICROSIP_INI=str(ini))
+    for args in (("status",), ("cmd", "calls")):
+        done = run_tool("microsip-engine", *args, env=by_env)
+        assert done.returncode == 0, (args, done.stderr)
+    # MICROSIP_CONTROL beats the ini; --control beats both.
+    elsewhere = str(tmp_path / "nowhere" / "control.sock")
+    done = run_tool("microsip-engine", "status", env={**by_env, "MICROSIP_CONTROL": elsewhere})
+    assert done.returncode == 1 and elsewhere in done.stderr
+    done = run_tool(
+        "microsip-engine",
+        "status",
+        "--control",
+        engine.control,
+        env={**by_env, "MICROSIP_CONTROL": elsewhere},
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_not_running_names_where_it_looked_and_how_to_change_it(tmp_path: Path) -> None:
+    """Item 2: the message is the whole diagnosis, for each tool."""
+    control = str(tmp_path / "ctl" / "control.sock")
+    ini = write_ini(tmp_path / "located.ini", socket_ini(control))
+    env = private_env(tmp_path)
+    for args in (("status",), ("events",), ("cmd", "calls")):
+        done = run_tool("microsip-engine", *args, "--config", str(ini), env=env)
+        assert done.returncode == 1, (args, done.stdout)
+        (line,) = done.stderr.splitlines()
+        assert control in line and f"controlSocket in {ini}" in line, line
+        assert "--control" in line and "MICROSIP_CONTROL" in line and "--config" in line, line
+
+
+def test_a_cold_start_runs_the_engine_the_ini_describes(
+    tmp_path: Path, udp_trap: socket.socket
+) -> None:
+    """Item 2: ``microsip`` finds no engine on the ini's socket, starts one *with that
+    ini* on that socket, and the call leaves from it."""
+    control = str(tmp_path / "ctl" / "control.sock")
+    ini = write_ini(tmp_path / "located.ini", socket_ini(control))
+    env = private_env(tmp_path, MICROSIP_INI=str(ini))
+    target = f"sip:trap@127.0.0.1:{udp_trap.getsockname()[1]}"
+    try:
+        done = run_tool("microsip", target, env=env)
+        assert done.returncode == 0, done.stderr
+        status = run_tool("microsip-engine", "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        accounts = json.loads(status.stdout)["accounts"]
+        assert "sip:carol@example.invalid" in [a["uri"] for a in accounts]
+        assert json.loads(status.stdout)["control"] == control
+    finally:
+        assert run_tool("microsip", "/exit", env=env).returncode == 0
+    assert any(b"INVITE sip:trap@" in d for d in drain(udp_trap))

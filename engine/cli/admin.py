@@ -27,8 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ..commandset import build_registry
     from ..config import load_config
-    from ..control import ControlServer, default_socket_path
+    from ..control import ControlServer
     from ..control.instance import InstanceLock
+    from ..control.locate import locate
     from ..logs import configure
     from ..manager import CallManager
 
@@ -46,7 +47,11 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    control = args.control or config.engine.control_socket or default_socket_path()
+    try:
+        control = locate(args.control, args.config).path
+    except EngineError as exc:
+        print(f"microsip-engine: {exc.message}", file=sys.stderr)
+        return 2
     instance = InstanceLock(control)
     try:  # before the SIP stack exists: a second engine must not REGISTER at all
         instance.acquire()
@@ -98,19 +103,32 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    """A client for the socket the rule finds (``engine/control/locate.py``)."""
     from ..control import ControlClient
+    from ..control.locate import locate
 
-    return ControlClient(args.control, timeout=10.0)
+    args.located = locate(args.control, args.config)
+    return ControlClient(args.located.path, timeout=10.0)
+
+
+def _fail(args: argparse.Namespace, exc: Exception) -> int:
+    """One line on stderr; "not running" says where we looked and how to change it."""
+    from ..control import EngineNotRunning
+
+    located = getattr(args, "located", None)
+    if isinstance(exc, EngineNotRunning) and located is not None:
+        message = located.not_running()
+    else:
+        message = exc.message if isinstance(exc, EngineError) else str(exc)
+    print(f"microsip-engine: {message}", file=sys.stderr)
+    return 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..control import ControlError
-
     try:
         status = _client(args).request("status")
-    except ControlError as exc:
-        print(f"microsip-engine: {exc.message}", file=sys.stderr)
-        return 1
+    except EngineError as exc:
+        return _fail(args, exc)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -147,9 +165,10 @@ def _coerce(kind: str, text: str) -> Any:
 
 def _cmd(args: argparse.Namespace) -> int:
     """Any engine command from the shell: ``microsip-engine cmd dial target=sip:…``."""
-    from ..control import ControlError
-
-    client = _client(args)
+    try:
+        client = _client(args)
+    except EngineError as exc:
+        return _fail(args, exc)
     try:
         (described,) = client.request("help", command=args.name)["commands"]
         kinds = {name: spec["type"] for name, spec in described["params"].items()}
@@ -162,10 +181,8 @@ def _cmd(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.name} has no parameter {key!r} (has: {', '.join(kinds)})")
             params[key] = _coerce(kinds[key], value)
         result = client.call(args.name, params)
-    except (ValueError, ControlError) as exc:
-        message = exc.message if isinstance(exc, ControlError) else str(exc)
-        print(f"microsip-engine: {message}", file=sys.stderr)
-        return 1
+    except (ValueError, EngineError) as exc:
+        return _fail(args, exc)
     finally:
         client.close()
     print(json.dumps(result, indent=2))
@@ -173,8 +190,6 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from ..control import ControlError
-
     names = args.only.split(",") if args.only else None
     try:
         with _client(args).events(names) as stream:
@@ -182,15 +197,23 @@ def _events(args: argparse.Namespace) -> int:
                 print(json.dumps(event), flush=True)
     except KeyboardInterrupt:
         return 0
-    except ControlError as exc:
-        print(f"microsip-engine: {exc.message}", file=sys.stderr)
-        return 1
+    except EngineError as exc:
+        return _fail(args, exc)
     return 0
 
 
 def _version(_args: argparse.Namespace) -> int:
     print(f"microsip-engine {__version__}")
     return 0
+
+
+def _locating_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control", help="control socket (default: $MICROSIP_CONTROL, the ini's controlSocket)"
+    )
+    parser.add_argument(
+        "--config", help="microsip.ini whose [Engine] controlSocket to use (default: as serve)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,18 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.add_argument("--control", help="control socket path")
+    _locating_options(status)
     status.set_defaults(func=_status)
     events = sub.add_parser("events", help="stream the engine's events as JSON lines")
     events.add_argument("--only", help="comma-separated event names")
-    events.add_argument("--control", help="control socket path")
+    _locating_options(events)
     events.set_defaults(func=_events)
     cmd = sub.add_parser(
         "cmd", help="run any engine command (see `cmd help`), parameters as key=value"
     )
     cmd.add_argument("name", help="command name, e.g. dial, hold, toggle, help")
     cmd.add_argument("params", nargs="*", help="key=value parameters")
-    cmd.add_argument("--control", help="control socket path")
+    _locating_options(cmd)
     cmd.set_defaults(func=_cmd)
     from . import history
 
