@@ -22,6 +22,7 @@ from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
+    DeferredDial,
     EngineStarted,
     EngineStopping,
     Event,
@@ -76,6 +77,10 @@ class CallManager:
         self.started_at = 0.0
         #: Dials waiting for REGISTER 200: (account, target, post-dial, deadline).
         self._pending: list[tuple[int, str, tuple[str, ...], float]] = []
+        #: Seconds a deferred dial waits; each has a timer of its own, so it expires
+        #: on its deadline even if no registration event ever comes.
+        self.deferred_dial_ttl = DEFERRED_DIAL_TTL
+        self._expiry_timers: list[threading.Timer] = []
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
         self.history = CallHistory(
@@ -149,6 +154,10 @@ class CallManager:
                 return
             self._started = False
         self._publish(EngineStopping(reason=reason))
+        with self._lock:
+            timers, self._expiry_timers = self._expiry_timers, []
+        for timer in timers:
+            timer.cancel()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
         self.hooks.close()  # then lets their cmdCallEnd hooks run out
@@ -294,11 +303,22 @@ class CallManager:
         self.target_uri(target, index)  # a bad target fails now, not later
         if not self.account_config(index).server or self._registered(index):
             return self.dial(target, index, post_dial=post_dial)
-        with self._lock:
-            self._pending.append(
-                (index, target, tuple(post_dial), time.monotonic() + DEFERRED_DIAL_TTL)
+        failed = [a for a in self.accounts() if a.account == index and a.state == "failed"]
+        if failed:  # deferring would only drop the call later, silently for the caller
+            raise EngineError(
+                f"[Account{index}] is not registered: its last registration failed "
+                f"({failed[0].code} {failed[0].reason}); not dialling",
+                code="not_registered",
             )
-        log.info("dial_deferred", account=index, target=target)
+        ttl = self.deferred_dial_ttl
+        timer = threading.Timer(ttl, self._expire_pending)
+        timer.daemon = True
+        with self._lock:
+            self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
+            self._expiry_timers.append(timer)
+        timer.start()
+        log.info("dial_deferred", account=index, target=target, timeout=ttl)
+        self._publish(DeferredDial(account=index, target=target, state="waiting"))
         if self._registered(index):  # registered meanwhile: do not wait for a refresh
             self._flush_pending(index)
         return None
@@ -307,8 +327,27 @@ class CallManager:
         return any(a.account == index and a.state == "registered" for a in self.accounts())
 
     def _dial_pending(self, event: Event) -> None:
-        if isinstance(event, RegistrationChanged) and event.state is RegState.REGISTERED:
+        if not isinstance(event, RegistrationChanged):
+            return
+        if event.state is RegState.REGISTERED:
             self._flush_pending(event.account)
+        elif event.state is RegState.FAILED:
+            self._drop_pending(event.account, f"registration failed ({event.code} {event.reason})")
+
+    def _expire_pending(self) -> None:
+        """A deferred dial's timer: drop every dial whose deadline has passed."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._started:
+                return
+            expired = [p for p in self._pending if p[3] <= now]
+            self._pending = [p for p in self._pending if p[3] > now]
+        for account, target, _, _ in expired:
+            self._dropped(account, target, f"not registered within {self.deferred_dial_ttl:g} s")
+
+    def _dropped(self, account: int, target: str, why: str) -> None:
+        log.warning("deferred_dial_dropped", account=account, target=target, reason=why)
+        self._publish(DeferredDial(account=account, target=target, state="dropped", reason=why))
 
     def _drop_pending(self, index: int, why: str) -> None:
         """A deferred dial is not kept for a registration that failed or an account
@@ -317,7 +356,7 @@ class CallManager:
             dropped = [p for p in self._pending if p[0] == index]
             self._pending = [p for p in self._pending if p[0] != index]
         for _, target, _, _ in dropped:
-            log.error("deferred_dial_dropped", account=index, target=target, reason=why)
+            self._dropped(index, target, why)
 
     def _flush_pending(self, index: int) -> None:
         with self._lock:
@@ -326,17 +365,16 @@ class CallManager:
         now = time.monotonic()
         for account, target, post_dial, deadline in due:
             if now > deadline:
-                log.error(
-                    "deferred_dial_dropped",
-                    account=account,
-                    target=target,
-                    reason=f"not registered within {DEFERRED_DIAL_TTL:.0f} s",
+                self._dropped(
+                    account, target, f"not registered within {self.deferred_dial_ttl:g} s"
                 )
                 continue
             try:
                 self.dial(target, account, post_dial=post_dial)
             except EngineError as exc:
-                log.error("deferred_dial_failed", account=account, target=target, error=exc.message)
+                self._dropped(account, target, f"dial failed: {exc.message}")
+                continue
+            self._publish(DeferredDial(account=account, target=target, state="placed"))
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""

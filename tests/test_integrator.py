@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from enginekit import BASE_INI, ServeProcess, write_ini
+from enginekit import BASE_INI, Engines, ServeProcess, write_ini
 
 BIN = Path(sys.executable).parent
 STEP = 20.0
@@ -184,3 +184,29 @@ def test_a_cold_start_runs_the_engine_the_ini_describes(
     finally:
         assert run_tool("microsip", "/exit", env=env).returncode == 0
     assert any(b"INVITE sip:trap@" in d for d in drain(udp_trap))
+
+
+# ------------------------------------------- item 3: a deferred dial never goes silent
+
+
+def test_a_deferred_dial_expires_on_its_own_deadline(
+    tmp_path: Path, udp_trap: socket.socket
+) -> None:
+    """Item 3: the registrar never answers, so no registration event comes; the
+    deferred dial still expires on its deadline with a ``deferred_dial`` event, and no
+    INVITE ever leaves."""
+    engines = Engines(tmp_path)
+    try:
+        manager, events = engines.start(registrar_ini(udp_trap.getsockname()[1]))
+        manager.deferred_dial_ttl = 1.0
+        assert manager.dial_when_registered("5551234") is None
+        waiting = events.wait_for("deferred_dial", STEP, state="waiting")
+        dropped = events.wait_for("deferred_dial", STEP, state="dropped")
+        assert (dropped["account"], dropped["target"]) == (1, "5551234")
+        assert dropped["reason"] == "not registered within 1 s"
+        assert dropped["time"] - waiting["time"] >= 1.0
+        assert [a.state for a in manager.accounts() if a.account == 1] == ["registering"]
+    finally:
+        engines.stop_all()
+    sent = drain(udp_trap)
+    assert sent and all(d.startswith(b"REGISTER ") for d in sent)
