@@ -210,3 +210,38 @@ def test_a_deferred_dial_expires_on_its_own_deadline(
         engines.stop_all()
     sent = drain(udp_trap)
     assert sent and all(d.startswith(b"REGISTER ") for d in sent)
+
+
+# ---------------------------------------- item 4: help, version and bogus targets
+
+
+def test_help_version_and_bogus_targets_place_no_call_and_start_no_engine(
+    tmp_path: Path,
+) -> None:
+    """Item 4: ``--help``/``-h`` print the usage, ``--version`` the version (exit 0);
+    an unknown ``msip:`` verb and targets that are no number, name or SIP URI are
+    refused (exit 2, one line naming the problem). None of them starts an engine."""
+    control = tmp_path / "ctl" / "control.sock"
+    env = private_env(tmp_path, MICROSIP_CONTROL=str(control))
+    try:
+        for flag in ("--help", "-h"):
+            done = run_tool("microsip", flag, env=env)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith("usage: microsip") and "/hangupall" in done.stdout
+        done = run_tool("microsip", "--version", env=env)
+        assert (done.returncode, done.stdout) == (0, "microsip (microsip-engine 0.1.0)\n")
+        done = run_tool("microsip-engine", "--version", env=env)
+        assert (done.returncode, done.stdout) == (0, "microsip-engine 0.1.0\n")
+        for args, fragment in (
+            (("msip:bogus",), "unknown msip: verb 'bogus'"),
+            (("'",), "is not a number, a name or a SIP URI"),
+            (("javascript:alert(1)",), "is not a number, a name or a SIP URI"),
+        ):
+            done = run_tool("microsip", *args, env=env)
+            assert done.returncode == 2, (args, done.stderr)
+            (line,) = done.stderr.splitlines()
+            assert line.startswith("microsip: ") and fragment in line, line
+        assert not control.exists(), "a refused command started an engine"
+    finally:
+        if control.exists():
+            run_tool("microsip", "/exit", env=env)

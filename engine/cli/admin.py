@@ -218,6 +218,7 @@ def _locating_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microsip-engine", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"microsip-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the engine in the foreground")
     serve.add_argument("--config", help="microsip.ini (default: $MICROSIP_INI, user dir, embedded)")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import __version__
 from ..control.client import ControlClient, ControlError, EngineNotRunning, RemoteError
 from ..control.locate import Located, locate
 from ..errors import EngineError
@@ -30,6 +31,29 @@ from ..grammar import join_argv, launcher_action, parse_command_line
 START_TIMEOUT = 15.0
 #: How long ``/exit`` waits for the engine to finish stopping (hang-ups, un-REGISTER).
 EXIT_TIMEOUT = 10.0
+
+
+USAGE = """\
+usage: microsip [--config INI] [--control PATH] <MicroSIP command line>
+       microsip --help | -h | --version
+
+MicroSIP.exe's arguments, forwarded to the running engine (started in the
+background with the ini's settings when none runs):
+
+  microsip 5551234                  dial a number (or a name, or sip:user@host)
+  microsip 123,456                  dial, then DTMF 456 one second after the answer
+  microsip 101 Hello there          send a SIP MESSAGE instead
+  microsip /answer                  /hangupall /hangupincoming /hangupcalling
+  microsip /dtmf:12#                /transfer:200   /account:2   /password:x
+  microsip msip:micmute             msip:hold msip:transfer_200 msip:speakup ...
+  microsip /exit                    hang up, un-REGISTER, stop the engine
+
+The engine is found at --control, else $MICROSIP_CONTROL, else [Engine]
+controlSocket of the ini (--config, else $MICROSIP_INI, else
+~/.config/microsip-engine/microsip.ini), else the default socket.
+Exit status: 0 done, 1 refused by the engine, 2 malformed command line.
+State, events and history: microsip-engine status | events | history.
+"""
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -122,6 +146,13 @@ def _options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def run(argv: Sequence[str]) -> int:
+    first = argv[0] if argv else ""
+    if first in ("--help", "-h"):  # never a dial target: nobody calls "--help"
+        print(USAGE, end="")
+        return 0
+    if first == "--version":
+        print(f"microsip (microsip-engine {__version__})")
+        return 0
     try:
         options, rest = _options(list(argv))
         line = join_argv(rest)
