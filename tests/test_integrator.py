@@ -245,3 +245,51 @@ def test_help_version_and_bogus_targets_place_no_call_and_start_no_engine(
     finally:
         if control.exists():
             run_tool("microsip", "/exit", env=env)
+
+
+# ---------------------------------------------------- item 7: typos are not silent
+
+
+def test_near_miss_keys_and_a_registrar_without_password_are_warned(tmp_path: Path) -> None:
+    """Item 7: unknown keys stay, but a near miss of a key the engine reads is named
+    with the key it resembles (and its line); real MicroSIP keys and exact keys in
+    any case are not; an account with a server and no password is warned."""
+    from engine.config import load_config
+
+    ini = write_ini(
+        tmp_path / "typos.ini",
+        """[Settings]
+accountId=1
+autoAnswr=all
+AA=1
+volumeRing=80
+AUTOANSWER=all
+[Account1]
+server=127.0.0.1
+domain=127.0.0.1
+username=alice
+pasword=secret
+Registerrefersh=60
+[Account2]
+server=127.0.0.1
+domain=127.0.0.1
+username=bob
+password=bob-secret
+unrelatedThing=1
+[Engine]
+logLevle=debug
+[Shortcuts]
+pasword=not checked here
+""",
+    )
+    config = load_config(ini)
+    assert list(config.warnings) == [
+        "[Settings] autoAnswr: unknown key (line 3); did you mean autoAnswer?",
+        "[Account1] pasword: unknown key (line 11); did you mean password?",
+        "[Account1] Registerrefersh: unknown key (line 12); did you mean registerRefresh?",
+        "[Engine] logLevle: unknown key (line 20); did you mean logLevel?",
+        "[Account1] has server=127.0.0.1 but no password: the registrar will refuse it "
+        "(add the password, in plaintext)",
+    ]
+    assert "secret" not in " ".join(config.warnings)
+    assert config.document.get("Account1", "pasword") == "secret"  # kept, as MicroSIP does
