@@ -32,6 +32,7 @@ from .events import (
 )
 from .history import CallHistory, default_history_path
 from .hooks import HookRunner
+from .milestones import MilestoneLog
 from .policy import Toggles, decide
 from .state import AccountSnapshot, CallSnapshot, Decision, Limits
 
@@ -95,6 +96,7 @@ class CallManager:
             account_provider=self._account_or_none,
         )
         self.bus.subscribe(self.hooks)
+        self.bus.subscribe(MilestoneLog())
         #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
         self.exit_requested = threading.Event()
         self.bus.subscribe(
@@ -118,6 +120,7 @@ class CallManager:
                 raise EngineError("already started", code="invalid_state")
             self.limits = self._stack.start()
             self._started = True
+            self._check_sip_port()
             self.started_at = time.time()
         if self.limits.tls:
             log.warning(
@@ -146,6 +149,19 @@ class CallManager:
             )
         )
         return self.limits
+
+    def _check_sip_port(self) -> None:
+        """Say once which port SIP got when the automatic choice (5060) was taken."""
+        wanted = self._stack.settings.sip_port
+        used = {int(a.rsplit(":", 1)[1]) for a in self.sip_addresses() if a.startswith("udp:")}
+        if wanted and used and wanted not in used:
+            log.warning(
+                "sip_port_in_use",
+                wanted=wanted,
+                used=min(used),
+                detail=f"port {wanted} is in use; SIP listens on {min(used)} instead "
+                "(set sourcePort to insist on a port)",
+            )
 
     def stop(self, reason: str = "stop") -> None:
         """Hang up every call, un-REGISTER, destroy pjsua2, stop the handlers."""
@@ -316,9 +332,9 @@ class CallManager:
         with self._lock:
             self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
             self._expiry_timers.append(timer)
-        timer.start()
         log.info("dial_deferred", account=index, target=target, timeout=ttl)
         self._publish(DeferredDial(account=index, target=target, state="waiting"))
+        timer.start()  # after "waiting": its "dropped" is never stamped less than ttl later
         if self._registered(index):  # registered meanwhile: do not wait for a refresh
             self._flush_pending(index)
         return None
@@ -594,11 +610,12 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
             transports.add("tls")
     if e.tls_cert_file:
         transports.add("tls")  # a certificate means: accept TLS connections
-    # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free port.
+    # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free
+    # port. A port the user asked for (sourcePort, --sip-port) is used or refused.
     sip_port = (s.source_port or 5060) if port is None else port
     return StackSettings(
         sip_port=sip_port,
-        port_fallback=port is None,
+        port_fallback=port is None and not s.source_port,
         bind_address=bind if bind is not None else getattr(e, "bind_address", ""),
         # MicroSIP's publicAddr of the registering account also goes into SIP (Via/Contact).
         public_address=active.public_addr if active is not None else "",

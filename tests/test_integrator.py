@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from enginekit import BASE_INI, Engines, ServeProcess, write_ini
+from peers.kamailio import Kamailio
+from peers.sipp import SippFactory
 
 BIN = Path(sys.executable).parent
 STEP = 20.0
@@ -293,3 +298,161 @@ pasword=not checked here
     ]
     assert "secret" not in " ".join(config.warnings)
     assert config.document.get("Account1", "pasword") == "secret"  # kept, as MicroSIP does
+
+
+# ------------------------------------------------------------- item 6: the logs
+
+
+def serve_once(tmp: Path, ini: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A ``serve`` expected to stop on its own (a refusal), JSON log on stderr."""
+    path = write_ini(tmp / "once.ini", ini)
+    argv = [*SERVE[:-2], "--config", str(path), "--log-format", "json", *extra]
+    argv += ["--control", str(tmp / "once" / "control.sock")]
+    return subprocess.run(
+        argv,
+        env=private_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=STEP,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def levels(proc: ServeProcess, level: str) -> list[dict[str, object]]:
+    return [e for e in proc.log_entries() if e.get("level") == level]
+
+
+def test_an_explicit_source_port_that_is_taken_is_refused_naming_it(tmp_path: Path) -> None:
+    """Item 6: ``sourcePort=N`` is what the user asked for: taken, the engine refuses
+    to start (naming N) instead of silently listening somewhere else."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        ini = BASE_INI.replace("sourcePort=0", f"sourcePort={port}")
+        done = serve_once(tmp_path, ini)
+    assert done.returncode == 1, done.stderr[-2000:]
+    failed = [json.loads(x) for x in done.stderr.splitlines() if '"start_failed"' in x]
+    assert failed and f"binding SIP port {port}" in str(failed[0]["error"]), done.stderr
+    assert '"ready"' not in done.stderr
+
+
+class AutoPortServe(ServeProcess):
+    """``serve`` with no ``--sip-port`` (the ini's sourcePort decides), JSON log."""
+
+    def __init__(self, tmp: Path, ini: str, *extra: str) -> None:
+        self.tmp = tmp
+        self.control = str(tmp / "ctl" / "control.sock")
+        self.log_path = tmp / "serve.log"
+        self.env = private_env(tmp)
+        argv = [*SERVE[:-2], "--control", self.control, "--log-format", "json", *extra]
+        argv += ["--config", str(write_ini(tmp / "serve.ini", ini))]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
+        )
+        self.ready = self.wait_log(lambda e: e.get("event") == "ready", STEP, "the ready line")
+
+
+def test_a_taken_default_port_gives_one_warning_naming_the_port_used(
+    tmp_path: Path, serve: list[ServeProcess]
+) -> None:
+    """Item 6: with ``sourcePort=0`` (auto) and 5060 taken, one warning says which port
+    SIP got instead, and nothing is logged as an error."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with contextlib.suppress(OSError):  # if someone else holds it: taken either way
+        holder.bind(("127.0.0.1", 5060))
+    try:
+        proc = AutoPortServe(tmp_path, BASE_INI)
+        serve.append(proc)
+    finally:
+        holder.close()
+    used = proc.sip_port()
+    assert used != 5060
+    warnings = [e for e in levels(proc, "warning") if e["event"] == "sip_port_in_use"]
+    assert len(warnings) == 1 and (warnings[0]["wanted"], warnings[0]["used"]) == (5060, used)
+    assert f"SIP listens on {used} instead" in str(warnings[0]["detail"])
+    assert levels(proc, "error") == []
+
+
+def alice_ini(kamailio: Kamailio, password: str, extra: str = "") -> str:
+    account = f"server={kamailio.address}\ndomain={kamailio.domain}\nusername=alice\n"
+    return f"[Settings]\naccountId=1\n[Account1]\n{account}password={password}\n{extra}"
+
+
+def test_milestones_at_info_and_no_error_for_our_own_looped_mwi_subscribe(
+    tmp_path: Path, serve: list[ServeProcess], kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    """Item 6: one info line when the account registers and when a call starts and
+    ends; with ``voicemailNumber`` the registrar loops our own MWI SUBSCRIBE back
+    to us, and that expected refusal (489 Bad Event) is not logged as an error."""
+    ini = alice_ini(kamailio, "alice-secret", "voicemailNumber=*97\n")
+    proc = ServeProcess(tmp_path, ini, "--log-level", "info")
+    serve.append(proc)
+    proc.wait_log(lambda e: e.get("event") == "account_registered", STEP, "account_registered")
+    uas = sipp_factory.uas("uas_answer", bye_timeout_ms=15000)
+    client = proc.client()
+    call = client.request("dial", target=uas.uri("bob"))["call"]
+    proc.wait_log(lambda e: e.get("event") == "call_started", STEP, "call_started")
+    client.request("hangup", call=call)
+    ended = proc.wait_log(lambda e: e.get("event") == "call_ended", STEP, "call_ended")
+    assert ended["call"] == call and ended["level"] == "info"
+    uas.wait(STEP)
+    registered = [e for e in proc.log_entries() if e.get("event") == "account_registered"]
+    assert len(registered) == 1 and registered[0]["level"] == "info"
+    assert registered[0]["uri"] == f"sip:alice@{kamailio.domain}"
+    assert levels(proc, "error") == [], levels(proc, "error")
+
+
+def test_a_failed_registration_is_one_warning_line(
+    tmp_path: Path, serve: list[ServeProcess], kamailio: Kamailio
+) -> None:
+    """Item 6: the registration failure is a line of its own, with the SIP code."""
+    ini = alice_ini(kamailio, "wrong")
+    proc = ServeProcess(tmp_path, ini, "--log-level", "info")
+    serve.append(proc)
+    failed = proc.wait_log(
+        lambda e: e.get("event") == "account_registration_failed", STEP, "the failure line"
+    )
+    assert failed["level"] == "warning" and failed["account"] == 1
+    assert str(failed["code"]).startswith("4"), failed
+
+
+def test_log_file_is_reopened_on_sighup_for_logrotate(tmp_path: Path) -> None:
+    """Item 6: ``serve --log-file PATH``; logrotate renames the file and sends SIGHUP:
+    the engine goes on logging into a new file at PATH."""
+    log = tmp_path / "engine.log"
+    ini = write_ini(tmp_path / "serve.ini", BASE_INI)
+    ctl = tmp_path / "ctl" / "control.sock"
+    child = subprocess.Popen(
+        [*SERVE, "--config", str(ini), "--log-file", str(log), "--control", str(ctl)],
+        env=private_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_line(log, "ready", child)
+        log.rename(tmp_path / "engine.log.1")
+        child.send_signal(signal.SIGHUP)
+        wait_for_line(log, "log_reopened", child)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=STEP)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0
+    assert (out, err) == (b"", b"")  # everything went to the file
+    rotated = (tmp_path / "engine.log.1").read_text()
+    assert "ready" in rotated and "log_reopened" not in rotated
+    assert "stopped" in log.read_text()
+
+
+def wait_for_line(path: Path, text: str, child: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STEP
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        assert child.poll() is None, f"the engine exited {child.returncode}"
+        time.sleep(0.05)
+    raise AssertionError(f"no {text} in {path} within {STEP} s")

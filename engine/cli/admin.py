@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..control import ControlServer
     from ..control.instance import InstanceLock
     from ..control.locate import locate
-    from ..logs import configure
+    from ..logs import LogFile, configure
     from ..manager import CallManager
 
     try:
@@ -38,10 +38,20 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"microsip-engine: {exc.message}", file=sys.stderr)
         return 2
+    try:
+        log_file = LogFile(args.log_file) if args.log_file else None
+    except OSError as exc:
+        print(f"microsip-engine: cannot open --log-file: {exc}", file=sys.stderr)
+        return 2
     configure(
-        args.log_format or config.engine.log_format, args.log_level or config.engine.log_level
+        args.log_format or config.engine.log_format,
+        args.log_level or config.engine.log_level,
+        log_file,
     )
     log = structlog.get_logger("engine")
+    hangup = threading.Event()
+    if log_file is not None:  # logrotate moves the file, then sends SIGHUP
+        signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
     stop = threading.Event()
@@ -91,7 +101,11 @@ def _serve(args: argparse.Namespace) -> int:
         config=str(config.path) if config.path else "embedded default",
     )
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
-        pass
+        if hangup.is_set() and log_file is not None:
+            # Here, not in the handler: it could interrupt this thread mid-write.
+            hangup.clear()
+            log_file.request_reopen()
+            log.info("log_reopened", path=log_file.path)
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
     manager.stop(reason)
@@ -229,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tcp-control-token", metavar="FILE", help="TCP control token file")
     serve.add_argument("--log-format", choices=["console", "json"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-file", metavar="PATH", help="log to PATH (reopened on SIGHUP, for logrotate)"
+    )
     serve.set_defaults(func=_serve)
     status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
     status.add_argument("--json", action="store_true", help="print JSON")
