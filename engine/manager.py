@@ -87,7 +87,6 @@ class CallManager:
         self.history = CallHistory(
             default_history_path(config.engine),
             max_rows=config.engine.history_rows,
-            account_domain=lambda i: self._domain_of(i),
         )
         self.hooks = HookRunner(
             lambda: self.config.settings,
@@ -213,10 +212,6 @@ class CallManager:
             return self.account_config(index)
         except NotFoundError:
             return None
-
-    def _domain_of(self, index: int) -> str:
-        acc = self._account_or_none(index)
-        return acc.domain if acc is not None else ""
 
     # -- call handling policy (runs on the SIP thread: pure and fast) ---------
 

@@ -456,3 +456,56 @@ def wait_for_line(path: Path, text: str, child: subprocess.Popen[bytes]) -> None
         assert child.poll() is None, f"the engine exited {child.returncode}"
         time.sleep(0.05)
     raise AssertionError(f"no {text} in {path} within {STEP} s")
+
+
+# ------------------------------------------------- item 9: history numbers, migrated
+
+
+def test_history_numbers_are_user_parts_and_old_rows_are_migrated(tmp_path: Path) -> None:
+    """Item 9: ``number`` is the user part as MicroSIP's call_log has it, the URI is in
+    ``remote_uri``; a database an older engine wrote (``user@host`` numbers) is
+    migrated once, and MicroSIP's own rows (no ``remote_uri``) are left alone."""
+    import sqlite3
+
+    from engine.events import CallState, CallStateName
+    from engine.history import CallHistory
+
+    path = tmp_path / "history.sqlite3"
+    old = CallHistory(path)
+    assert old.rows() == []  # opens it: the current schema, empty
+    old.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 0")  # as an older engine left it
+        db.execute(
+            "INSERT INTO call_log (callId, number, name, type, time, duration, info,"
+            " remote_uri) VALUES ('a', '+4930123456@127.0.0.1', 'x', 1, 1, 0, '',"
+            " 'sip:+4930123456@127.0.0.1'), ('b', 'bob@pbx', 'MicroSIP row', 0, 2, 0, '', '')"
+        )
+    db.close()
+    history = CallHistory(path)
+    try:
+        history.record_end(
+            CallState(
+                call=7,
+                sip_call_id="c",
+                account=0,
+                direction="in",
+                state=CallStateName.DISCONNECTED,
+                code=200,
+                reason="OK",
+                remote_uri="sip:+15551234@192.0.2.7:5070;transport=udp",
+                remote_user="+15551234",
+                duration=3.0,
+            )
+        )
+        rows = {r["callId"]: r for r in history.rows(10)}
+    finally:
+        history.close()
+    assert rows["c"]["number"] == "+15551234"
+    assert rows["c"]["remote_uri"] == "sip:+15551234@192.0.2.7:5070;transport=udp"
+    assert rows["a"]["number"] == "+4930123456"
+    assert rows["a"]["remote_uri"] == "sip:+4930123456@127.0.0.1"
+    assert rows["b"]["number"] == "bob@pbx"  # not ours to rewrite
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
