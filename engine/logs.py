@@ -86,6 +86,15 @@ class LogFile:
             self._file.flush()
 
 
+def library_default() -> None:
+    """Quiet unless asked: a program that uses the engine as a library and has not
+    set up structlog itself gets warnings and errors only (structlog's own default
+    prints every debug line). Call :func:`configure` (e.g. ``level="debug"``) or
+    ``structlog.configure`` before creating the engine to choose otherwise."""
+    if not structlog.is_configured():
+        configure("console", "warning")
+
+
 def configure(
     fmt: str = "console", level: str = "info", stream: TextIO | LogFile | None = None
 ) -> None:

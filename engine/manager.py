@@ -18,10 +18,12 @@ import structlog
 
 from . import logs
 from .bus import CallbackHandler, EventBus, Handler
+from .callwait import wait_for_state
 from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
+    CallState,
     DeferredDial,
     EngineStarted,
     EngineStopping,
@@ -63,6 +65,7 @@ class CallManager:
     ) -> None:
         from ._pj import PjStack  # the only way into pjsua2
 
+        logs.library_default()  # serve has configured logging already; a library has not
         self.config = config
         self.bus = EventBus()
         self.control = control
@@ -425,6 +428,16 @@ class CallManager:
             if snap.call == call:
                 return snap
         raise NotFoundError(f"no call {call}")
+
+    def wait_for(self, call: int, state: str = "confirmed", timeout: float = 30.0) -> CallState:
+        """Wait until ``call`` reaches ``state`` (or a later one: ``early`` is passed by
+        a call answered without ringing) and return that ``call_state`` event.
+
+        Raises :class:`EngineError` ``call_ended`` (with the SIP code and reason) if
+        the call ends first, ``timeout`` after ``timeout`` seconds, and
+        :class:`NotFoundError` for a call that does not exist.
+        """
+        return wait_for_state(self.bus, self.calls, call, state, timeout)
 
     def _first_ringing(self) -> int:
         for snap in self.calls():

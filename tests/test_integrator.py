@@ -509,3 +509,103 @@ def test_history_numbers_are_user_parts_and_old_rows_are_migrated(tmp_path: Path
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     db.close()
+
+
+# ----------------------------------------------------- item 8: the Python API, cmd
+
+
+def test_wait_for_a_call_state(
+    tmp_path: Path, sipp_factory: SippFactory, udp_trap: socket.socket
+) -> None:
+    """Item 8: ``wait_for(call, state, timeout)`` returns the ``call_state`` event once
+    the call is there (or past it), raises ``call_ended`` with the SIP status when it
+    ends first, ``timeout`` on its deadline, ``bad_params`` for an unknown state."""
+    from engine.errors import EngineError
+    from engine.events import CallStateName
+
+    engines = Engines(tmp_path)
+    try:
+        manager, _events = engines.start()
+        ringing = sipp_factory.uas("uas_ring", ring_timeout_ms=1500)
+        call = manager.dial(ringing.uri("ring")).call
+        assert manager.wait_for(call, "early", STEP).state is CallStateName.EARLY
+        with pytest.raises(EngineError) as ended:
+            manager.wait_for(call, "confirmed", STEP)
+        assert ended.value.code == "call_ended" and "(480 " in ended.value.message
+        answering = sipp_factory.uas("uas_answer", bye_timeout_ms=15000)
+        call = manager.dial(answering.uri("bob")).call
+        event = manager.wait_for(call, "confirmed", STEP)
+        assert (event.call, event.state, event.code) == (call, CallStateName.CONFIRMED, 200)
+        assert manager.wait_for(call, "early", 1).state is CallStateName.CONFIRMED  # passed
+        manager.hangup(call)
+        silent = manager.dial(f"sip:nobody@127.0.0.1:{udp_trap.getsockname()[1]}").call
+        with pytest.raises(EngineError) as late:
+            manager.wait_for(silent, "confirmed", 1.0)
+        assert late.value.code == "timeout"
+        with pytest.raises(EngineError) as bad:
+            manager.wait_for(silent, "answered", 1.0)
+        assert bad.value.code == "bad_params" and "confirmed" in bad.value.message
+        manager.hangup(silent)
+    finally:
+        engines.stop_all()
+
+
+LIBRARY_SCRIPT = """
+import sys
+from engine import CallManager
+from engine.config import load_config
+
+with CallManager(load_config(sys.argv[1]), bind_address="127.0.0.1", sip_port=0) as phone:
+    call = phone.dial(sys.argv[2])
+    phone.wait_for(call.call, "confirmed", timeout=20)
+    phone.hangup(call.call)
+print("done")
+"""
+
+
+def test_the_library_is_quiet_unless_asked(tmp_path: Path, sipp_factory: SippFactory) -> None:
+    """Item 8: the README's Python example writes nothing to stderr (structlog's own
+    default printed ~17 DEBUG lines per call); configuring debug brings them back."""
+    uas = sipp_factory.uas("uas_answer", calls=2, bye_timeout_ms=15000)
+    ini = write_ini(tmp_path / "lib.ini", BASE_INI)
+    script = tmp_path / "lib.py"
+    script.write_text(LIBRARY_SCRIPT)
+    env = private_env(tmp_path)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, str(script), str(ini), uas.uri("bob")]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=STEP * 2)
+
+    quiet = run()
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "done\n", "")
+    script.write_text("import engine.logs; engine.logs.configure(level='debug')\n" + LIBRARY_SCRIPT)
+    asked = run()
+    assert asked.returncode == 0 and "[debug    ] event" in asked.stderr, asked.stderr[-2000:]
+
+
+def test_cmd_help_for_people_and_machines_and_type_errors_name_the_parameter(
+    tmp_path: Path, serve: list[ServeProcess]
+) -> None:
+    """Item 8: ``cmd help`` is text (``--json`` for machines) with every parameter of
+    every command described; ``cmd hangup call=abc`` names the parameter."""
+    proc = ServeProcess(tmp_path, BASE_INI)
+    serve.append(proc)
+    env = {**proc.env, "MICROSIP_CONTROL": proc.control}
+    text = run_tool("microsip-engine", "cmd", "help", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "dial: Call a number or SIP URI" in text.stdout
+    assert "  target   (str) a number, a name or a SIP URI" in text.stdout, text.stdout
+    one = run_tool("microsip-engine", "cmd", "help", "hangup", env=env)
+    assert one.stdout.startswith("hangup: ") and "dial:" not in one.stdout
+    machine = run_tool("microsip-engine", "cmd", "help", "--json", env=env)
+    commands = json.loads(machine.stdout)["commands"]
+    undescribed = [
+        f"{c['name']}.{name}" for c in commands for name, p in c["params"].items() if not p["help"]
+    ]
+    assert len(commands) > 20 and undescribed == []
+    wrong = run_tool("microsip-engine", "cmd", "hangup", "call=abc", env=env)
+    assert wrong.returncode == 1
+    assert (
+        wrong.stderr
+        == "microsip-engine: hangup: parameter 'call' takes a whole number, not 'abc'\n"
+    )

@@ -162,19 +162,39 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _coerce(kind: str, text: str) -> Any:
-    """A ``key=value`` argument as the type the command declares."""
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "bool":
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{text!r} is not a boolean")
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _coerce(command: str, key: str, kind: str, text: str) -> Any:
+    """A ``key=value`` argument as the type the command declares; a wrong one is
+    refused naming the parameter and what it takes."""
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            return _BOOLS[text.lower()]
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"{command}: parameter {key!r} takes {_KINDS[kind]}, not {text!r}"
+        ) from None
     return text
+
+
+def _print_help(commands: list[dict[str, Any]]) -> None:
+    """``cmd help`` for people: each command, its help, each parameter's type and help."""
+    for i, command in enumerate(commands):
+        if i:
+            print()
+        print(f"{command['name']}: {command['help']}")
+        params = command["params"]
+        width = max((len(name) for name in params), default=0)
+        for name, spec in params.items():
+            need = "" if spec["required"] else ", optional"
+            print(f"  {name.ljust(width)}  ({spec['type']}{need}) {spec['help']}")
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -183,6 +203,8 @@ def _cmd(args: argparse.Namespace) -> int:
         client = _client(args)
     except EngineError as exc:
         return _fail(args, exc)
+    if args.name == "help" and len(args.params) == 1 and "=" not in args.params[0]:
+        args.params = [f"command={args.params[0]}"]  # `cmd help dial`
     try:
         (described,) = client.request("help", command=args.name)["commands"]
         kinds = {name: spec["type"] for name, spec in described["params"].items()}
@@ -193,13 +215,16 @@ def _cmd(args: argparse.Namespace) -> int:
                 raise ValueError(f"{item!r}: parameters are key=value")
             if key not in kinds:
                 raise ValueError(f"{args.name} has no parameter {key!r} (has: {', '.join(kinds)})")
-            params[key] = _coerce(kinds[key], value)
+            params[key] = _coerce(args.name, key, kinds[key], value)
         result = client.call(args.name, params)
     except (ValueError, EngineError) as exc:
         return _fail(args, exc)
     finally:
         client.close()
-    print(json.dumps(result, indent=2))
+    if args.name == "help" and not args.json:
+        _print_help(result["commands"])
+    else:
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -260,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("name", help="command name, e.g. dial, hold, toggle, help")
     cmd.add_argument("params", nargs="*", help="key=value parameters")
+    cmd.add_argument("--json", action="store_true", help="`help` as JSON (other results are)")
     _locating_options(cmd)
     cmd.set_defaults(func=_cmd)
     from . import history
