@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -609,3 +609,77 @@ def test_cmd_help_for_people_and_machines_and_type_errors_name_the_parameter(
         wrong.stderr
         == "microsip-engine: hangup: parameter 'call' takes a whole number, not 'abc'\n"
     )
+
+
+# ----------------------------------------------- item 5: the README's quick start
+
+
+def quick_start_commands() -> list[str]:
+    """The shell lines of the README's quick start block, comments removed."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Quick start", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_quick_start_works_as_written(tmp_path: Path) -> None:
+    """Item 5: after ``./scripts/run`` (embedded default) the commands are on PATH
+    through the links it made, ``try_next`` prints the next commands, and each line
+    of the README's quick start does what its comment says."""
+    root = Path(__file__).resolve().parents[1]
+    env = private_env(tmp_path, XDG_BIN_HOME=str(tmp_path / "bin"))
+    venv_bin = str(BIN)
+    env["PATH"] = os.pathsep.join(
+        [str(tmp_path / "bin"), *(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)]
+    )
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:  # --bind: tests stay on loopback
+        child = subprocess.Popen(
+            [str(root / "scripts" / "run"), "--bind", "127.0.0.1", "--log-format", "json"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_line(log, '"try_next"', child)
+        entries = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        hint = next(e for e in entries if e["event"] == "try_next")
+        address = hint["dial"].rsplit("@", 1)[1]
+        for name in ("microsip", "microsip-engine"):
+            assert (tmp_path / "bin" / name).resolve() == (BIN / name).resolve()
+
+        def sh(line: str) -> str:
+            line = line.replace("127.0.0.1:5060", address)  # the port the engine got
+            done = subprocess.run(
+                line, shell=True, env=env, capture_output=True, text=True, timeout=STEP
+            )
+            assert done.returncode == 0, (line, done.stderr)
+            return done.stdout
+
+        def calls(predicate: Callable[[str], bool]) -> str:
+            deadline = time.monotonic() + STEP
+            while time.monotonic() < deadline:
+                status = sh("microsip-engine status")
+                if predicate(status):
+                    return status
+                time.sleep(0.1)
+            raise AssertionError(f"status never matched: {status}")
+
+        lines = quick_start_commands()
+        assert lines[0] == "microsip-engine status" and lines[-1] == "microsip /exit"
+        assert hint["dial"] == lines[1].replace("127.0.0.1:5060", address)
+        assert "account 0:" in sh(lines[0])
+        sh(lines[1])
+        calls(lambda s: "in sip:127.0.0.1 early" in s)  # a human is slower than this
+        sh(lines[2])
+        status = calls(lambda s: s.count(" confirmed ") == 2)
+        assert "calls:    2 of" in sh(lines[3]) and status
+        sh(lines[4])
+        calls(lambda s: "calls:    0 of" in s)
+        sh(lines[5])
+        assert child.wait(STEP) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

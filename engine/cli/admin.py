@@ -100,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_calls=limits.max_calls,
         config=str(config.path) if config.path else "embedded default",
     )
+    log.info("try_next", **_next_steps(args, manager))
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
         if hangup.is_set() and log_file is not None:
             # Here, not in the handler: it could interrupt this thread mid-write.
@@ -114,6 +115,28 @@ def _serve(args: argparse.Namespace) -> int:
         tcp.close()
     log.info("stopped")
     return 0
+
+
+def _next_steps(args: argparse.Namespace, manager: Any) -> dict[str, str]:
+    """What a newcomer can type next, in another terminal, against this very engine:
+    the options that found it, a dial that works even with no registrar (the engine
+    calls itself: an outbound call and a ringing inbound one), and how to stop."""
+    where = ""
+    if args.control:
+        where = f"--control {args.control} "
+    elif args.config:
+        where = f"--config {args.config} "
+    udp = next((a for a in manager.sip_addresses() if a.startswith("udp:")), "")
+    host, _, port = udp.removeprefix("udp:").rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    host = f"[{host}]" if ":" in host else host
+    return {
+        "status": f"microsip-engine status {where}".rstrip(),
+        "dial": f"microsip {where}sip:echo@{host}:{port}",
+        "answer": f"microsip {where}/answer",
+        "hangup": f"microsip {where}/hangupall",
+        "stop": f"microsip {where}/exit",
+    }
 
 
 def _client(args: argparse.Namespace) -> Any:
