@@ -264,6 +264,33 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    """Where the TCP control token is (``token``) or the token itself (``--show``),
+    for the Windows shim's ``tokenFile``: found as the engine finds it, and created
+    as the engine would create it when there is none yet."""
+    from ..config import load_config
+    from ..control.locate import locate
+    from ..control.paths import ensure_private_dir
+    from ..control.tcp import default_token_path, load_or_create_token
+    from ..logs import configure
+
+    configure(level="warning")  # stdout carries the answer alone
+    try:
+        where = locate(args.control, args.config)
+        configured = load_config(where.config).engine.tcp_control_token
+        path = configured or default_token_path(where.path)
+        if not args.show:
+            print(path)
+            return 0
+        if not configured:
+            ensure_private_dir(path)  # the control socket's private directory
+        print(load_or_create_token(path))
+    except EngineError as exc:
+        print(f"microsip-engine: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _version(_args: argparse.Namespace) -> int:
     print(f"microsip-engine {__version__}")
     return 0
@@ -311,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="`help` as JSON (other results are)")
     _locating_options(cmd)
     cmd.set_defaults(func=_cmd)
+    token = sub.add_parser(
+        "token", help="the TCP control token file (--show: the token) for the Windows shim"
+    )
+    token.add_argument("--show", action="store_true", help="print the token itself")
+    _locating_options(token)
+    token.set_defaults(func=_token)
     from . import history
 
     history.add_parser(sub)
