@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .configpath import user_config_path
 from .errors import ConfigError, NotFoundError
 from .ini import IniDocument
 
@@ -501,15 +502,6 @@ def _build(doc: IniDocument, path: Path | None) -> Config:
         local_account=local,
         warnings=tuple(warn),
     )
-
-
-def user_config_path(env: Mapping[str, str] = os.environ) -> Path:
-    """``$XDG_CONFIG_HOME/microsip-engine/microsip.ini`` (default ``~/.config``)."""
-    base = env.get("XDG_CONFIG_HOME", "")
-    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative paths
-        home = env.get("HOME") or str(Path.home())
-        base = os.path.join(home, ".config")
-    return Path(base) / "microsip-engine" / "microsip.ini"
 
 
 def _load_embedded() -> Config:

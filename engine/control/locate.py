@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import user_config_path
+from ..configpath import user_config_path
 from ..errors import ConfigError
 from ..ini import IniDocument
 from .paths import ENV_VAR, default_socket_path
