@@ -620,10 +620,11 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
         transports.add("tls")  # a certificate means: accept TLS connections
     # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free
     # port. A port the user asked for (sourcePort, --sip-port) is used or refused.
+    # "Any port" (--sip-port 0) retries too: the port UDP got may be taken for TCP.
     sip_port = (s.source_port or 5060) if port is None else port
     return StackSettings(
         sip_port=sip_port,
-        port_fallback=port is None and not s.source_port,
+        port_fallback=(port is None and not s.source_port) or port == 0,
         bind_address=bind if bind is not None else getattr(e, "bind_address", ""),
         # MicroSIP's publicAddr of the registering account also goes into SIP (Via/Contact).
         public_address=active.public_addr if active is not None else "",

@@ -30,7 +30,6 @@ def _serve(args: argparse.Namespace) -> int:
     from ..control import ControlServer
     from ..control.instance import InstanceLock
     from ..control.locate import locate
-    from ..logs import LogFile, configure
     from ..manager import CallManager
 
     try:
@@ -39,15 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"microsip-engine: {exc.message}", file=sys.stderr)
         return 2
     try:
-        log_file = LogFile(args.log_file) if args.log_file else None
+        log_file = _configure_logging(args, config.engine)
     except OSError as exc:
         print(f"microsip-engine: cannot open --log-file: {exc}", file=sys.stderr)
         return 2
-    configure(
-        args.log_format or config.engine.log_format,
-        args.log_level or config.engine.log_level,
-        log_file,
-    )
     log = structlog.get_logger("engine")
     hangup = threading.Event()
     if log_file is not None:  # logrotate moves the file, then sends SIGHUP
@@ -115,6 +109,15 @@ def _serve(args: argparse.Namespace) -> int:
         tcp.close()
     log.info("stopped")
     return 0
+
+
+def _configure_logging(args: argparse.Namespace, engine: Any) -> Any:
+    """Options over ``[Engine]``; returns the ``--log-file`` (or None: stderr)."""
+    from ..logs import LogFile, configure
+
+    log_file = LogFile(args.log_file) if args.log_file else None
+    configure(args.log_format or engine.log_format, args.log_level or engine.log_level, log_file)
+    return log_file
 
 
 def _next_steps(args: argparse.Namespace, manager: Any) -> dict[str, str]:
