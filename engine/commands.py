@@ -143,9 +143,14 @@ def _check_value(command: str, pname: str, param: Param, value: Any) -> Any:
 class CommandRegistry:
     """Named commands with validated parameters; thread-safe to call."""
 
-    def __init__(self, *, help_command: bool = True) -> None:
+    def __init__(
+        self, *, help_command: bool = True, param_help: Mapping[str, str] | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._commands: dict[str, Command] = {}
+        #: Help for parameters registered without any, by name: a ``call`` or an
+        #: ``account`` means the same in every command, so it is described once.
+        self._param_help = dict(param_help or {})
         if help_command:
             self.register(
                 "help",
@@ -168,6 +173,10 @@ class CommandRegistry:
         if name in RESERVED:
             raise ValueError(f"command name {name!r} is reserved for the control channels")
         spec = {pname: _as_param(s) for pname, s in (params or {}).items()}
+        spec = {
+            pname: p if p.help else dataclasses.replace(p, help=self._param_help.get(pname, ""))
+            for pname, p in spec.items()
+        }
         _check_signature(name, func, spec)
         with self._lock:
             if name in self._commands:

@@ -69,9 +69,36 @@ def _numbers(text: str) -> list[int] | None:
         raise CommandError(f"calls must be numbers separated by commas, not {text!r}") from None
 
 
+#: What each parameter name means, in every command that has it (``help`` shows it).
+PARAM_HELP = {
+    "account": "account number N of [AccountN] (0: the local account; default: the active one)",
+    "call": "call number, as `calls` lists them (default where optional: the current call)",
+    "calls": "call numbers separated by commas, e.g. 1,2",
+    "code": "SIP status code to answer or end with, e.g. 486",
+    "digits": "DTMF digits: 0-9 * # A-D",
+    "dwData": "COPYDATASTRUCT.dwData: 1 run now, 2 queue",
+    "hold": "true holds, false resumes; absent toggles",
+    "line": "a MicroSIP command line, as after MicroSIP.exe",
+    "loop": "repeat the file until stopped (default true)",
+    "method": "DTMF method: 0 auto, 1 in-band, 2 RFC 2833, 3 SIP INFO (default DTMFMethod)",
+    "mic_muted": "true mutes the microphone, false unmutes it",
+    "mic_volume": "microphone volume 0-100 (saved as volumeInput)",
+    "name": "AA, DND or FWD",
+    "on": "true switches it on, false off",
+    "payload_b64": "the COPYDATASTRUCT payload (UTF-16LE, NUL-terminated), base64",
+    "reason": "SIP reason phrase to send with code",
+    "speaker_muted": "true mutes the speaker, false unmutes it",
+    "speaker_volume": "speaker volume 0-100 (saved as volumeOutput)",
+    "target": "a number, a name or a SIP URI (sip:user@host)",
+    "text": "the message text",
+    "to_call": "the call whose party the other one is connected to",
+    "wav": "path of a WAV file",
+}
+
+
 def build_registry(m: CallManager) -> CommandRegistry:
     """Every engine command, bound to ``m``."""
-    reg = CommandRegistry()
+    reg = CommandRegistry(param_help=PARAM_HELP)
     queued = _Queued(m)
 
     def call_dict(snap: Any) -> dict[str, Any]:

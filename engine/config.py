@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .configpath import user_config_path
 from .errors import ConfigError, NotFoundError
 from .ini import IniDocument
 
@@ -494,6 +495,7 @@ def _build(doc: IniDocument, path: Path | None) -> Config:
     settings = dataclasses.replace(settings, account_id=active)
     if not engine.plain_hex_passwords:
         _check_passwords(doc, accounts, active, warn)
+    warn += key_warnings(doc, accounts)
     return Config(
         path=path,
         document=doc,
@@ -503,15 +505,6 @@ def _build(doc: IniDocument, path: Path | None) -> Config:
         local_account=local,
         warnings=tuple(warn),
     )
-
-
-def user_config_path(env: Mapping[str, str] = os.environ) -> Path:
-    """``$XDG_CONFIG_HOME/microsip-engine/microsip.ini`` (default ``~/.config``)."""
-    base = env.get("XDG_CONFIG_HOME", "")
-    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative paths
-        home = env.get("HOME") or str(Path.home())
-        base = os.path.join(home, ".config")
-    return Path(base) / "microsip-engine" / "microsip.ini"
 
 
 def _load_embedded() -> Config:
@@ -542,3 +535,81 @@ def load_config(
         if not target.is_file():
             return _load_embedded()
     return _build(IniDocument.load(target), target)
+
+
+# -- warnings for what a typo would otherwise leave silent ---------------------------
+
+#: MicroSIP keys the engine does not model but must not call typos (spec §4).
+_MICROSIP_ONLY_KEYS = {
+    k.casefold(): k
+    for k in (
+        *("AA", "DND", "FWD", "audioRingDevice", "volumeRing", "EC", "VAD"),
+        *("micAmplification", "ringingSound", "enableLog", "singleMode", "localDTMF"),
+        *("rport", "dnsSrv", "dnsSrvNs", "STUN", "enableSTUN", "enableMediaButtons"),
+        *("accountId", "enableLocalAccount"),
+    )
+}
+
+
+def _ini_keys(*classes: type[Any]) -> dict[str, str]:
+    """The INI keys the dataclasses read: casefolded -> as spelt in the docs."""
+    return {
+        f.metadata["ini"].key.casefold(): f.metadata["ini"].key
+        for cls in classes
+        for f in dataclasses.fields(cls)
+        if isinstance(f.metadata.get("ini"), _Ini)
+    }
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (``pasword``, ``passwrod``)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def _closest(key: str, known: dict[str, str]) -> str | None:
+    """The known key within a small edit distance of ``key`` (case-insensitive)."""
+    folded = key.casefold()
+    if folded in known or len(folded) < 4:
+        return None
+    limit = 1 if len(folded) <= 5 else 2
+    best = min(known, key=lambda k: _edit_distance(folded, k))
+    return known[best] if _edit_distance(folded, best) <= limit else None
+
+
+def key_warnings(doc: IniDocument, accounts: Mapping[int, AccountConfig]) -> list[str]:
+    """Unknown keys stay (MicroSIP keeps them), but one that is a near miss of a key
+    the engine reads is a typo whose only symptom would be, say, a 403: name both.
+    An account with a registrar and no password gets the same treatment."""
+    account_keys = _ini_keys(AccountConfig)
+    out: list[str] = []
+    for section in doc.sections():
+        if re.fullmatch(r"Account\d+", section):
+            known = account_keys
+        elif section in ("Settings", "Global"):
+            known = {**_ini_keys(Settings), **account_keys, **_MICROSIP_ONLY_KEYS}
+        elif section == "Engine":
+            known = _ini_keys(EngineSettings)
+        else:
+            continue
+        for key, _value in doc.items(section):
+            guess = _closest(key, known)
+            if guess is not None:
+                line = doc.line_number(section, key)
+                out.append(f"[{section}] {key}: unknown key (line {line}); did you mean {guess}?")
+    for index, acc in sorted(accounts.items()):
+        if acc.server and not acc.password:
+            out.append(
+                f"[Account{index}] has server={acc.server} but no password: the registrar "
+                "will refuse it (add the password, in plaintext)"
+            )
+    return out

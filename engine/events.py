@@ -31,6 +31,7 @@ class EventType(enum.StrEnum):
     TRANSPORT = "transport"
     MWI = "mwi"
     HOOK = "hook"
+    DEFERRED_DIAL = "deferred_dial"
 
 
 class CallStateName(enum.StrEnum):
@@ -269,3 +270,16 @@ class TransportState(Event):
     error: str
     verified: bool | None = None
     verify_errors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeferredDial(Event):
+    """A command-line dial waiting for REGISTER 200: ``waiting`` when deferred, then
+    ``placed`` or ``dropped`` (its deadline passed, the registration failed, the
+    account was switched away) with the ``reason``."""
+
+    type: ClassVar[EventType] = EventType.DEFERRED_DIAL
+    account: int
+    target: str
+    state: str
+    reason: str = ""

@@ -49,6 +49,10 @@ rather than "silently do something odd":
 * ``/password:X /account:2`` stores ``X`` (MicroSIP stores ``X /account:2``), and
   ``101 /account:2 Hello`` messages ``Hello`` to 101 (MicroSIP's delete length bug
   cuts everything after the account number).
+* An unknown ``msip:`` verb (a bare word such as ``msip:bogus``) and a dial,
+  message or transfer target that is neither a number, a name (``user``,
+  ``user@host``) nor a SIP URI (``'``, ``javascript:alert(1)``, ``--help``) raise
+  :class:`GrammarError`; MicroSIP would send an INVITE for them.
 * ``/dtmf:123?`` (MicroSIP: "type into the dial pad, do not send") is a
   :class:`Noop`: a headless engine has no dial pad.
 """
@@ -360,6 +364,9 @@ def _parse_msip(cmd: str) -> tuple[Action, ...]:
         return (verb,)
     if cmd.startswith("transfer_"):
         return (Transfer(_transfer_target(cmd[9:], "msip:transfer_")),)
+    if cmd and all(ch.isascii() and (ch.isalpha() or ch == "_") for ch in cmd):
+        # A word is a verb, mistyped: MicroSIP would dial "bogus@domain" instead.
+        raise GrammarError(f"unknown msip: verb {cmd!r} (verbs: {', '.join(_MSIP_VERBS)})")
     return _parse_rest(cmd)
 
 
@@ -453,6 +460,7 @@ def _transfer_target(value: str, where: str) -> str:
         raise GrammarError(f"{where} needs a target")
     if any(ch in _WHITESPACE for ch in value):
         raise GrammarError(f"{where}{value}: a transfer target cannot contain spaces")
+    _check_target(value)
     return value
 
 
@@ -467,9 +475,41 @@ def _dial_or_message(line: str, scheme: str) -> tuple[Action, ...]:
         raise GrammarError(f"unknown command {number.split(':', 1)[0]!r}")
     if scheme == "sip" and "@" in number:
         number = "sip:" + number
+    if not number.startswith(","):  # that one is _dial's "nothing to dial"
+        _check_target(number.partition(",")[0])
     if text:
         return (SendMessage(number, text),)
     return (_dial(number),)
+
+
+#: What a SIP user part may hold (RFC 3261 ``user``: unreserved, escaped, user-unreserved).
+_USER_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()%&=+$,;?/#"
+)
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.:[]")
+
+
+def _check_target(target: str) -> None:
+    """A dial or message target must be a number, a name MicroSIP would dial
+    (``user`` or ``user@host``) or a SIP URI: ``'``, ``javascript:alert(1)`` or
+    ``--help`` would otherwise become an INVITE to the PBX."""
+    lowered = target.lower()
+    if lowered.startswith(("sip:", "sips:")):
+        rest = target[target.index(":") + 1 :]
+        if rest and not any(ch in '<>"' for ch in rest):
+            return
+    else:
+        user, at, host = target.partition("@")
+        user_ok = (
+            user
+            and not user.startswith("-")
+            and any(ch.isalnum() for ch in user)
+            and all(ch in _USER_CHARS or (ord(ch) > 127 and ch.isalnum()) for ch in user)
+        )
+        host_ok = not at or (host and all(ch in _HOST_CHARS for ch in host))
+        if user_ok and host_ok:
+            return
+    raise GrammarError(f"{target!r} is not a number, a name or a SIP URI; not dialling")
 
 
 def _dial(number: str) -> Dial:

@@ -5,14 +5,17 @@ type, time, duration, info)`` and keeps 1000 rows. Its values, from its source:
 ``type`` is ``MSIP_CALL_OUT`` 0, ``MSIP_CALL_IN`` 1 or ``MSIP_CALL_MISS`` 2 (an
 inbound call logged as missed becomes 1 once answered); ``time`` is the Unix time
 the call started and ``duration`` the whole seconds it was connected; ``number`` is
-the remote user alone when the remote domain is the account's, else
-``user@domain``; ``info`` is the status text of a call that did not end with 200.
+the remote user part alone (what MicroSIP shows and redials: ``+4930123456``, not
+``+4930123456@127.0.0.1``; the host only when the URI has no user); ``info`` is the
+status text of a call that did not end with 200.
 
 This table adds, for integrators: ``direction`` (``in``/``out``), ``account``,
 ``sip_code`` and ``sip_reason`` (the final SIP status), ``remote_uri``, and
 ``start_time``/``answer_time``/``end_time`` as Unix times with fractions
 (``answer_time`` NULL when never answered). An existing MicroSIP database gains
-the extra columns on first use.
+the extra columns on first use; rows an older engine wrote with ``user@host``
+numbers are rewritten to the user part (``PRAGMA user_version`` 1), the URI being
+in ``remote_uri`` already.
 
 The manager calls :meth:`CallHistory.handle` synchronously for every event *before*
 publishing it: :meth:`~CallHistory.observe` notes start and answer times, and
@@ -29,7 +32,7 @@ import collections
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,20 +157,39 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         for column, decl in _EXTRA_COLUMNS.items():
             if column not in have:
                 db.execute(f"ALTER TABLE call_log ADD COLUMN {column} {decl}")
+        _migrate_numbers(db)
     except BaseException:
         db.close()
         raise
     return db
 
 
-def _number(uri: str, user: str, account_domain: str) -> str:
-    """MicroSIP's ``number``: the user alone within the account's domain."""
-    host = host_port(uri)
-    if not user:
-        return host
-    if not host or host == account_domain:
-        return user
-    return f"{user}@{host}"
+#: ``PRAGMA user_version`` once engine-written numbers are user parts.
+_NUMBERS_ARE_USERS = 1
+
+
+def _migrate_numbers(db: sqlite3.Connection) -> None:
+    """Version 0 -> 1: ``user@host`` numbers of engine rows (those with a
+    ``remote_uri``; MicroSIP's own rows have none and stay as they are) become the
+    user part, in one transaction."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= _NUMBERS_ARE_USERS:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "UPDATE call_log SET number = substr(number, 1, instr(number, '@') - 1) "
+            "WHERE remote_uri != '' AND instr(number, '@') > 1"
+        )
+        db.execute(f"PRAGMA user_version = {_NUMBERS_ARE_USERS}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _number(uri: str, user: str) -> str:
+    """MicroSIP's ``number``: the remote user part (the host when there is none)."""
+    return user or host_port(uri)
 
 
 @dataclass
@@ -179,8 +201,7 @@ class _Track:
 class CallHistory:
     """The call history database. Safe to use from any thread (one connection, a lock).
 
-    ``account_domain(index)`` gives an account's domain, for MicroSIP's ``number``
-    format; ``busy_timeout`` caps how long a write waits for another writer's lock
+    ``busy_timeout`` caps how long a write waits for another writer's lock
     (it runs on the pjsua2 thread).
     """
 
@@ -192,12 +213,10 @@ class CallHistory:
         *,
         max_rows: int = DEFAULT_MAX_ROWS,
         busy_timeout: float = 0.1,
-        account_domain: Callable[[int], str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_rows = max_rows
         self.busy_timeout = busy_timeout
-        self._account_domain = account_domain
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._closed = False
@@ -288,8 +307,7 @@ class CallHistory:
         start = track.start if track else (answer if answer is not None else end)
         inbound = TYPE_IN if answer is not None else TYPE_MISSED  # missed: never answered
         kind = TYPE_OUT if ev.direction == "out" else inbound
-        domain = self._domain(ev.account)
-        number = _number(ev.remote_uri, ev.remote_user, domain)
+        number = _number(ev.remote_uri, ev.remote_user)
         info = "" if 200 <= ev.code < 300 else ev.reason
         return (
             ev.sip_call_id,
@@ -308,14 +326,6 @@ class CallHistory:
             answer,
             end,
         )
-
-    def _domain(self, account: int) -> str:
-        if self._account_domain is None:
-            return ""
-        try:
-            return self._account_domain(account)
-        except Exception:
-            return ""
 
     def _insert(self, values: tuple[Any, ...], ev: CallState) -> int | None:
         with self._lock:

@@ -8,10 +8,12 @@ password, a digest response or an SRTP key.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -54,7 +56,48 @@ def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> An
     return event_dict
 
 
-def configure(fmt: str = "console", level: str = "info", stream: TextIO | None = None) -> None:
+class LogFile:
+    """``serve --log-file``: an append-only file that logrotate can move away. After
+    :meth:`request_reopen` (SIGHUP) the next line goes to a fresh file at the path.
+    Safe from a signal handler: that only sets a flag; writers reopen under a lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self._lock = threading.Lock()
+        self._reopen = False
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        return open(self.path, "a", encoding="utf-8")
+
+    def request_reopen(self) -> None:
+        self._reopen = True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._reopen:
+                self._reopen = False
+                self._file.close()
+                self._file = self._open()
+            return self._file.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._file.flush()
+
+
+def library_default() -> None:
+    """Quiet unless asked: a program that uses the engine as a library and has not
+    set up structlog itself gets warnings and errors only (structlog's own default
+    prints every debug line). Call :func:`configure` (e.g. ``level="debug"``) or
+    ``structlog.configure`` before creating the engine to choose otherwise."""
+    if not structlog.is_configured():
+        configure("console", "warning")
+
+
+def configure(
+    fmt: str = "console", level: str = "info", stream: TextIO | LogFile | None = None
+) -> None:
     """Set up structlog for the whole process: console or JSON lines, secrets redacted."""
     renderer: Any
     if fmt == "json":
@@ -75,6 +118,7 @@ def configure(fmt: str = "console", level: str = "info", stream: TextIO | None =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # A LogFile has the write/flush that PrintLogger uses.
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, stream) or sys.stderr),
         cache_logger_on_first_use=False,
     )

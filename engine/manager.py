@@ -18,10 +18,13 @@ import structlog
 
 from . import logs
 from .bus import CallbackHandler, EventBus, Handler
+from .callwait import wait_for_state
 from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
+    CallState,
+    DeferredDial,
     EngineStarted,
     EngineStopping,
     Event,
@@ -31,6 +34,7 @@ from .events import (
 )
 from .history import CallHistory, default_history_path
 from .hooks import HookRunner
+from .milestones import MilestoneLog
 from .policy import Toggles, decide
 from .state import AccountSnapshot, CallSnapshot, Decision, Limits
 
@@ -61,6 +65,7 @@ class CallManager:
     ) -> None:
         from ._pj import PjStack  # the only way into pjsua2
 
+        logs.library_default()  # serve has configured logging already; a library has not
         self.config = config
         self.bus = EventBus()
         self.control = control
@@ -76,12 +81,15 @@ class CallManager:
         self.started_at = 0.0
         #: Dials waiting for REGISTER 200: (account, target, post-dial, deadline).
         self._pending: list[tuple[int, str, tuple[str, ...], float]] = []
+        #: Seconds a deferred dial waits; each has a timer of its own, so it expires
+        #: on its deadline even if no registration event ever comes.
+        self.deferred_dial_ttl = DEFERRED_DIAL_TTL
+        self._expiry_timers: list[threading.Timer] = []
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
         self.history = CallHistory(
             default_history_path(config.engine),
             max_rows=config.engine.history_rows,
-            account_domain=lambda i: self._domain_of(i),
         )
         self.hooks = HookRunner(
             lambda: self.config.settings,
@@ -90,6 +98,7 @@ class CallManager:
             account_provider=self._account_or_none,
         )
         self.bus.subscribe(self.hooks)
+        self.bus.subscribe(MilestoneLog())
         #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
         self.exit_requested = threading.Event()
         self.bus.subscribe(
@@ -113,6 +122,7 @@ class CallManager:
                 raise EngineError("already started", code="invalid_state")
             self.limits = self._stack.start()
             self._started = True
+            self._check_sip_port()
             self.started_at = time.time()
         if self.limits.tls and self.limits.tls_max != "1.3":
             log.warning(
@@ -144,6 +154,19 @@ class CallManager:
         )
         return self.limits
 
+    def _check_sip_port(self) -> None:
+        """Say once which port SIP got when the automatic choice (5060) was taken."""
+        wanted = self._stack.settings.sip_port
+        used = {int(a.rsplit(":", 1)[1]) for a in self.sip_addresses() if a.startswith("udp:")}
+        if wanted and used and wanted not in used:
+            log.warning(
+                "sip_port_in_use",
+                wanted=wanted,
+                used=min(used),
+                detail=f"port {wanted} is in use; SIP listens on {min(used)} instead "
+                "(set sourcePort to insist on a port)",
+            )
+
     def stop(self, reason: str = "stop") -> None:
         """Hang up every call, un-REGISTER, destroy pjsua2, stop the handlers."""
         with self._lock:
@@ -151,6 +174,10 @@ class CallManager:
                 return
             self._started = False
         self._publish(EngineStopping(reason=reason))
+        with self._lock:
+            timers, self._expiry_timers = self._expiry_timers, []
+        for timer in timers:
+            timer.cancel()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
         self.hooks.close()  # then lets their cmdCallEnd hooks run out
@@ -190,10 +217,6 @@ class CallManager:
             return self.account_config(index)
         except NotFoundError:
             return None
-
-    def _domain_of(self, index: int) -> str:
-        acc = self._account_or_none(index)
-        return acc.domain if acc is not None else ""
 
     # -- call handling policy (runs on the SIP thread: pure and fast) ---------
 
@@ -296,11 +319,22 @@ class CallManager:
         self.target_uri(target, index)  # a bad target fails now, not later
         if not self.account_config(index).server or self._registered(index):
             return self.dial(target, index, post_dial=post_dial)
-        with self._lock:
-            self._pending.append(
-                (index, target, tuple(post_dial), time.monotonic() + DEFERRED_DIAL_TTL)
+        failed = [a for a in self.accounts() if a.account == index and a.state == "failed"]
+        if failed:  # deferring would only drop the call later, silently for the caller
+            raise EngineError(
+                f"[Account{index}] is not registered: its last registration failed "
+                f"({failed[0].code} {failed[0].reason}); not dialling",
+                code="not_registered",
             )
-        log.info("dial_deferred", account=index, target=target)
+        ttl = self.deferred_dial_ttl
+        timer = threading.Timer(ttl, self._expire_pending)
+        timer.daemon = True
+        with self._lock:
+            self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
+            self._expiry_timers.append(timer)
+        log.info("dial_deferred", account=index, target=target, timeout=ttl)
+        self._publish(DeferredDial(account=index, target=target, state="waiting"))
+        timer.start()  # after "waiting": its "dropped" is never stamped less than ttl later
         if self._registered(index):  # registered meanwhile: do not wait for a refresh
             self._flush_pending(index)
         return None
@@ -309,8 +343,27 @@ class CallManager:
         return any(a.account == index and a.state == "registered" for a in self.accounts())
 
     def _dial_pending(self, event: Event) -> None:
-        if isinstance(event, RegistrationChanged) and event.state is RegState.REGISTERED:
+        if not isinstance(event, RegistrationChanged):
+            return
+        if event.state is RegState.REGISTERED:
             self._flush_pending(event.account)
+        elif event.state is RegState.FAILED:
+            self._drop_pending(event.account, f"registration failed ({event.code} {event.reason})")
+
+    def _expire_pending(self) -> None:
+        """A deferred dial's timer: drop every dial whose deadline has passed."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._started:
+                return
+            expired = [p for p in self._pending if p[3] <= now]
+            self._pending = [p for p in self._pending if p[3] > now]
+        for account, target, _, _ in expired:
+            self._dropped(account, target, f"not registered within {self.deferred_dial_ttl:g} s")
+
+    def _dropped(self, account: int, target: str, why: str) -> None:
+        log.warning("deferred_dial_dropped", account=account, target=target, reason=why)
+        self._publish(DeferredDial(account=account, target=target, state="dropped", reason=why))
 
     def _drop_pending(self, index: int, why: str) -> None:
         """A deferred dial is not kept for a registration that failed or an account
@@ -319,7 +372,7 @@ class CallManager:
             dropped = [p for p in self._pending if p[0] == index]
             self._pending = [p for p in self._pending if p[0] != index]
         for _, target, _, _ in dropped:
-            log.error("deferred_dial_dropped", account=index, target=target, reason=why)
+            self._dropped(index, target, why)
 
     def _flush_pending(self, index: int) -> None:
         with self._lock:
@@ -328,17 +381,16 @@ class CallManager:
         now = time.monotonic()
         for account, target, post_dial, deadline in due:
             if now > deadline:
-                log.error(
-                    "deferred_dial_dropped",
-                    account=account,
-                    target=target,
-                    reason=f"not registered within {DEFERRED_DIAL_TTL:.0f} s",
+                self._dropped(
+                    account, target, f"not registered within {self.deferred_dial_ttl:g} s"
                 )
                 continue
             try:
                 self.dial(target, account, post_dial=post_dial)
             except EngineError as exc:
-                log.error("deferred_dial_failed", account=account, target=target, error=exc.message)
+                self._dropped(account, target, f"dial failed: {exc.message}")
+                continue
+            self._publish(DeferredDial(account=account, target=target, state="placed"))
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
@@ -380,6 +432,16 @@ class CallManager:
             if snap.call == call:
                 return snap
         raise NotFoundError(f"no call {call}")
+
+    def wait_for(self, call: int, state: str = "confirmed", timeout: float = 30.0) -> CallState:
+        """Wait until ``call`` reaches ``state`` (or a later one: ``early`` is passed by
+        a call answered without ringing) and return that ``call_state`` event.
+
+        Raises :class:`EngineError` ``call_ended`` (with the SIP code and reason) if
+        the call ends first, ``timeout`` after ``timeout`` seconds, and
+        :class:`NotFoundError` for a call that does not exist.
+        """
+        return wait_for_state(self.bus, self.calls, call, state, timeout)
 
     def _first_ringing(self) -> int:
         for snap in self.calls():
@@ -573,11 +635,13 @@ def _stack_settings(config: Config, bind: str | None, port: int | None) -> Any:
             transports.add("tls")
     if e.tls_cert_file:
         transports.add("tls")  # a certificate means: accept TLS connections
-    # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free port.
+    # sourcePort=0 means "auto" in MicroSIP: we prefer 5060 and fall back to any free
+    # port. A port the user asked for (sourcePort, --sip-port) is used or refused.
+    # "Any port" (--sip-port 0) retries too: the port UDP got may be taken for TCP.
     sip_port = (s.source_port or 5060) if port is None else port
     return StackSettings(
         sip_port=sip_port,
-        port_fallback=port is None,
+        port_fallback=(port is None and not s.source_port) or port == 0,
         bind_address=bind if bind is not None else getattr(e, "bind_address", ""),
         # MicroSIP's publicAddr of the registering account also goes into SIP (Via/Contact).
         public_address=active.public_addr if active is not None else "",

@@ -586,7 +586,7 @@ def test_embedded_default_loads(tmp_path: Path) -> None:
     assert config.path is None
     s = config.settings
     assert s.account_id == 0 and s.enable_local_account is True
-    assert s.source_port == 5060 and s.auto_answer == "" and s.deny_incoming == "button"
+    assert s.source_port == 0 and s.auto_answer == "" and s.deny_incoming == "button"
     assert s.audio_codecs == ("PCMU/8000/1", "PCMA/8000/1", "G722/16000/1")
     assert s.call_waiting is True and s.dtmf_method == 0
     assert config.local_account.transport == "both"

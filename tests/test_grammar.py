@@ -142,8 +142,13 @@ MORE: list[tuple[str, tuple[Action, ...]]] = [
     ("msip:/answer", (Answer(),)),
     ("msip:123 /account:2", (SwitchAccount(2), Dial("123"))),
     ("msip:", ()),
-    ("msip:ANSWER", (Dial("ANSWER"),)),
-    ("MSIP:answer", (Dial("MSIP:answer"),)),
+    ("msip:+4930123", (Dial("+4930123"),)),
+    # names MicroSIP dials as they are (user, user@host, unicode letters)
+    ("bob", (Dial("bob"),)),
+    ("bob.smith@pbx.example.com:5062", (Dial("bob.smith@pbx.example.com:5062"),)),
+    ("müller", (Dial("müller"),)),
+    ("*97", (Dial("*97"),)),
+    ("555-1234", (Dial("555-1234"),)),
     ('"msip:hold"', (Hold(),)),
     # launcher words
     ("/minimized", (Minimized(),)),
@@ -192,6 +197,17 @@ def test_msip_verbs(verb: str, expected: Action) -> None:
         ("12\x853", "U+0085"),
         ("12\ud8003", "surrogate"),
         ("1" * (MAX_COMMAND_LINE + 1), "limit"),
+        # issue 13 item 4: neither a number, a name MicroSIP would dial, nor a SIP URI
+        ("msip:bogus", "unknown msip: verb 'bogus'"),
+        ("msip:ANSWER", "unknown msip: verb 'ANSWER'"),
+        ("MSIP:answer", "is not a number, a name or a SIP URI"),
+        ("'", "is not a number, a name or a SIP URI"),
+        ("javascript:alert(1)", "is not a number, a name or a SIP URI"),
+        ("--help", "is not a number, a name or a SIP URI"),
+        ("--version hello", "is not a number, a name or a SIP URI"),
+        ("bob@", "is not a number, a name or a SIP URI"),
+        ("bob@<evil>", "is not a number, a name or a SIP URI"),
+        ("/transfer:'", "is not a number, a name or a SIP URI"),
     ],
 )
 def test_grammar_errors(text: str, fragment: str) -> None:

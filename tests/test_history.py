@@ -88,10 +88,7 @@ def play(history: CallHistory, *events: Event) -> dict[str, Any]:
 
 @pytest.fixture
 def history(tmp_path: Path) -> Iterator[CallHistory]:
-    h = CallHistory(
-        tmp_path / "data" / "history.sqlite3",
-        account_domain=lambda i: "pbx.example.com" if i == 1 else "",
-    )
+    h = CallHistory(tmp_path / "data" / "history.sqlite3")
     yield h
     h.close()
 
@@ -108,7 +105,7 @@ def test_inbound_answered_call(history: CallHistory) -> None:
     assert row == {
         "id": 1,
         "callId": "in-1@pbx",
-        "number": "+15551234",  # the account's own domain: the user alone, as MicroSIP
+        "number": "+15551234",  # the user part, as MicroSIP; the URI is remote_uri
         "name": "Alice",
         "type": TYPE_IN,
         "time": int(T0),
@@ -161,8 +158,9 @@ def test_outbound_answered_call(history: CallHistory) -> None:
         state(4, "out", S.DISCONNECTED, T0 + 13.5, 200, "OK", 10.5),
     )
     assert (row["type"], row["direction"], row["duration"]) == (TYPE_OUT, "out", 10)
-    # Another domain than the account's: user@host:port (URI parameters dropped).
-    assert row["number"] == "bob@other.example.org:5070"
+    # Another domain than the account's: still the user part (issue 13, item 9).
+    assert row["number"] == "bob"
+    assert row["remote_uri"].startswith("sip:bob@other.example.org:5070")
     assert row["name"] == row["number"]  # no display name: MicroSIP shows the number
     assert (row["start_time"], row["answer_time"], row["end_time"]) == (T0, T0 + 3, T0 + 13.5)
 
@@ -411,7 +409,7 @@ def test_real_sipp_call_is_recorded(
     assert row["callId"] == call["sip_call_id"]
     assert (row["type"], row["direction"], row["account"]) == (TYPE_IN, "in", 0)
     assert call["remote_uri"] == "sip:sipp@127.0.0.1"  # SIPp's From
-    assert (row["number"], row["name"]) == ("sipp@127.0.0.1", "SIPp")
+    assert (row["number"], row["name"]) == ("sipp", "SIPp")
     assert row["remote_uri"] == call["remote_uri"]
     assert row["sip_code"] == ended["code"] and row["sip_reason"] == ended["reason"]
     assert row["start_time"] < row["answer_time"] < row["end_time"]

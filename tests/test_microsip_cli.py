@@ -349,13 +349,14 @@ def test_dial_bare_number_through_the_registered_account(
     assert result.successful == 1 and result.received("BYE") == 1
 
 
-def test_dial_waits_for_register_200_which_a_password_override_brings(
+def test_dial_refused_while_registration_fails_then_a_password_override_brings_it(
     kamailio: Kamailio, sipp_factory: SippFactory, engine: Callable[..., Engine], tmp_path: Path
 ) -> None:
-    """alice's saved password is wrong, so REGISTER fails: ``microsip 5551234`` is
-    accepted and deferred (nothing is sent). ``microsip /password:<right one>``
-    re-registers with the in-memory password, REGISTER 200 arrives and the deferred
-    call goes out to SIPp. The ini is not touched (the override is never saved)."""
+    """alice's saved password is wrong, so REGISTER fails: ``microsip 5551234`` says
+    so (the code and reason) and exits non-zero instead of deferring a call that would
+    never go out (issue 13, item 3); nothing is sent. ``microsip /password:<right
+    one>`` re-registers with the in-memory password, REGISTER 200 arrives and the dial
+    then goes out to SIPp. The ini is not touched (the override is never saved)."""
     uas = sipp_factory.uas("uas_answer", bye_timeout_ms=15000)
     add_contact(kamailio, "5551234", uas.uri("5551234"))
     ini = tmp_path / "wrong.ini"
@@ -369,19 +370,16 @@ def test_dial_waits_for_register_200_which_a_password_override_brings(
         STEP,
         "alice's registration to fail",
     )
-    e.cli.ok("5551234")
-    e.proc.wait_log(
-        lambda x: (
-            (x.get("event"), x.get("account"), x.get("target")) == ("dial_deferred", 1, "5551234")
-        ),
-        STEP,
-        "the dial to be deferred",
-    )
+    code, line = e.cli.rejected("5551234")
+    assert code == 1
+    assert "[Account1] is not registered: its last registration failed (40" in line, line
     assert e.calls() == {} and not e.events.of("call_state")
+    assert not e.events.of("deferred_dial")
 
     e.cli.ok("/password:alice-secret")
-    call = e.outbound("confirmed")
     registered = e.events.wait_for("registration", STEP, account=1, state="registered")
+    e.cli.ok("5551234")
+    call = e.outbound("confirmed")
     first = next(ev for ev in e.events.events if ev.get("sip_call_id") == call)
     assert registered["time"] <= first["time"], "the call went out before REGISTER 200"
     assert kamailio.registrations("alice")

@@ -165,6 +165,7 @@ def test_readme_command_1_runs_the_engine_until_sigterm(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     control = str(tmp_path / "ctl" / "control.sock")
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), MICROSIP_CONTROL=control)
+    env["XDG_BIN_HOME"] = str(tmp_path / "bin")  # scripts/run links the commands there
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -15,6 +15,11 @@ MAX_PJSIP_LEVEL = 4
 # PJSIP levels: 1 error, 2 warning, 3 info, 4-5 debug.
 # PJSIP's level 3 is chatty protocol detail: it goes to our debug level.
 _METHODS = {0: "critical", 1: "error", 2: "warning"}
+#: Refusals the engine expects and reports itself, so PJSIP's error line is debug:
+#: a taken port (the engine falls back or refuses, naming the port) and a SUBSCRIBE
+#: for an event package we do not serve (our own MWI SUBSCRIBE looped back by the
+#: registrar, answered 489 Bad Event).
+_EXPECTED = ("Address already in use", "Unable to create server subscription: Bad Event")
 
 
 class StructlogWriter(pj.LogWriter):  # type: ignore[misc]
@@ -31,6 +36,8 @@ class StructlogWriter(pj.LogWriter):  # type: ignore[misc]
         if not msg:
             return
         method = _METHODS.get(int(entry.level), "debug")
+        if any(text in msg for text in _EXPECTED):
+            method = "debug"
         getattr(log, method)("pjsip", msg=msg, thread=str(entry.threadName))
 
 

@@ -27,8 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ..commandset import build_registry
     from ..config import load_config
-    from ..control import ControlServer, default_socket_path
-    from ..logs import configure
+    from ..control import ControlServer
+    from ..control.instance import InstanceLock
+    from ..control.locate import locate
     from ..manager import CallManager
 
     try:
@@ -36,16 +37,31 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"microsip-engine: {exc.message}", file=sys.stderr)
         return 2
-    configure(
-        args.log_format or config.engine.log_format, args.log_level or config.engine.log_level
-    )
+    try:
+        log_file = _configure_logging(args, config.engine)
+    except OSError as exc:
+        print(f"microsip-engine: cannot open --log-file: {exc}", file=sys.stderr)
+        return 2
     log = structlog.get_logger("engine")
+    hangup = threading.Event()
+    if log_file is not None:  # logrotate moves the file, then sends SIGHUP
+        signal.signal(signal.SIGHUP, lambda *_: hangup.set())
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    control = args.control or config.engine.control_socket or default_socket_path()
+    try:
+        control = locate(args.control, args.config).path
+    except EngineError as exc:
+        print(f"microsip-engine: {exc.message}", file=sys.stderr)
+        return 2
+    instance = InstanceLock(control)
+    try:  # before the SIP stack exists: a second engine must not REGISTER at all
+        instance.acquire()
+    except EngineError as exc:
+        log.error("start_failed", error=exc.message, code=exc.code)
+        return 1
     manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
     tcp_address = args.tcp_control or config.engine.tcp_control
     server = tcp = None
@@ -85,8 +101,13 @@ def _serve(args: argparse.Namespace) -> int:
         tls_max=limits.tls_max or None,
         config=str(config.path) if config.path else "embedded default",
     )
+    log.info("try_next", **_next_steps(args, manager))
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
-        pass
+        if hangup.is_set() and log_file is not None:
+            # Here, not in the handler: it could interrupt this thread mid-write.
+            hangup.clear()
+            log_file.request_reopen()
+            log.info("log_reopened", path=log_file.path)
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
     manager.stop(reason)
@@ -97,20 +118,64 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from ..control import ControlClient
+def _configure_logging(args: argparse.Namespace, engine: Any) -> Any:
+    """Options over ``[Engine]``; returns the ``--log-file`` (or None: stderr)."""
+    from ..logs import LogFile, configure
 
-    return ControlClient(args.control, timeout=10.0)
+    log_file = LogFile(args.log_file) if args.log_file else None
+    configure(args.log_format or engine.log_format, args.log_level or engine.log_level, log_file)
+    return log_file
+
+
+def _next_steps(args: argparse.Namespace, manager: Any) -> dict[str, str]:
+    """What a newcomer can type next, in another terminal, against this very engine:
+    the options that found it, a dial that works even with no registrar (the engine
+    calls itself: an outbound call and a ringing inbound one), and how to stop."""
+    where = ""
+    if args.control:
+        where = f"--control {args.control} "
+    elif args.config:
+        where = f"--config {args.config} "
+    udp = next((a for a in manager.sip_addresses() if a.startswith("udp:")), "")
+    host, _, port = udp.removeprefix("udp:").rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    host = f"[{host}]" if ":" in host else host
+    return {
+        "status": f"microsip-engine status {where}".rstrip(),
+        "dial": f"microsip {where}sip:echo@{host}:{port}",
+        "answer": f"microsip {where}/answer",
+        "hangup": f"microsip {where}/hangupall",
+        "stop": f"microsip {where}/exit",
+    }
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """A client for the socket the rule finds (``engine/control/locate.py``)."""
+    from ..control import ControlClient
+    from ..control.locate import locate
+
+    args.located = locate(args.control, args.config)
+    return ControlClient(args.located.path, timeout=10.0)
+
+
+def _fail(args: argparse.Namespace, exc: Exception) -> int:
+    """One line on stderr; "not running" says where we looked and how to change it."""
+    from ..control import EngineNotRunning
+
+    located = getattr(args, "located", None)
+    if isinstance(exc, EngineNotRunning) and located is not None:
+        message = located.not_running()
+    else:
+        message = exc.message if isinstance(exc, EngineError) else str(exc)
+    print(f"microsip-engine: {message}", file=sys.stderr)
+    return 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..control import ControlError
-
     try:
         status = _client(args).request("status")
-    except ControlError as exc:
-        print(f"microsip-engine: {exc.message}", file=sys.stderr)
-        return 1
+    except EngineError as exc:
+        return _fail(args, exc)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -130,26 +195,49 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _coerce(kind: str, text: str) -> Any:
-    """A ``key=value`` argument as the type the command declares."""
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "bool":
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{text!r} is not a boolean")
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _coerce(command: str, key: str, kind: str, text: str) -> Any:
+    """A ``key=value`` argument as the type the command declares; a wrong one is
+    refused naming the parameter and what it takes."""
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            return _BOOLS[text.lower()]
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"{command}: parameter {key!r} takes {_KINDS[kind]}, not {text!r}"
+        ) from None
     return text
+
+
+def _print_help(commands: list[dict[str, Any]]) -> None:
+    """``cmd help`` for people: each command, its help, each parameter's type and help."""
+    for i, command in enumerate(commands):
+        if i:
+            print()
+        print(f"{command['name']}: {command['help']}")
+        params = command["params"]
+        width = max((len(name) for name in params), default=0)
+        for name, spec in params.items():
+            need = "" if spec["required"] else ", optional"
+            print(f"  {name.ljust(width)}  ({spec['type']}{need}) {spec['help']}")
 
 
 def _cmd(args: argparse.Namespace) -> int:
     """Any engine command from the shell: ``microsip-engine cmd dial target=sip:…``."""
-    from ..control import ControlError
-
-    client = _client(args)
+    try:
+        client = _client(args)
+    except EngineError as exc:
+        return _fail(args, exc)
+    if args.name == "help" and len(args.params) == 1 and "=" not in args.params[0]:
+        args.params = [f"command={args.params[0]}"]  # `cmd help dial`
     try:
         (described,) = client.request("help", command=args.name)["commands"]
         kinds = {name: spec["type"] for name, spec in described["params"].items()}
@@ -160,21 +248,20 @@ def _cmd(args: argparse.Namespace) -> int:
                 raise ValueError(f"{item!r}: parameters are key=value")
             if key not in kinds:
                 raise ValueError(f"{args.name} has no parameter {key!r} (has: {', '.join(kinds)})")
-            params[key] = _coerce(kinds[key], value)
+            params[key] = _coerce(args.name, key, kinds[key], value)
         result = client.call(args.name, params)
-    except (ValueError, ControlError) as exc:
-        message = exc.message if isinstance(exc, ControlError) else str(exc)
-        print(f"microsip-engine: {message}", file=sys.stderr)
-        return 1
+    except (ValueError, EngineError) as exc:
+        return _fail(args, exc)
     finally:
         client.close()
-    print(json.dumps(result, indent=2))
+    if args.name == "help" and not args.json:
+        _print_help(result["commands"])
+    else:
+        print(json.dumps(result, indent=2))
     return 0
 
 
 def _events(args: argparse.Namespace) -> int:
-    from ..control import ControlError
-
     names = args.only.split(",") if args.only else None
     try:
         with _client(args).events(names) as stream:
@@ -182,7 +269,33 @@ def _events(args: argparse.Namespace) -> int:
                 print(json.dumps(event), flush=True)
     except KeyboardInterrupt:
         return 0
-    except ControlError as exc:
+    except EngineError as exc:
+        return _fail(args, exc)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Where the TCP control token is (``token``) or the token itself (``--show``),
+    for the Windows shim's ``tokenFile``: found as the engine finds it, and created
+    as the engine would create it when there is none yet."""
+    from ..config import load_config
+    from ..control.locate import locate
+    from ..control.paths import ensure_private_dir
+    from ..control.tcp import default_token_path, load_or_create_token
+    from ..logs import configure
+
+    configure(level="warning")  # stdout carries the answer alone
+    try:
+        where = locate(args.control, args.config)
+        configured = load_config(where.config).engine.tcp_control_token
+        path = configured or default_token_path(where.path)
+        if not args.show:
+            print(path)
+            return 0
+        if not configured:
+            ensure_private_dir(path)  # the control socket's private directory
+        print(load_or_create_token(path))
+    except EngineError as exc:
         print(f"microsip-engine: {exc.message}", file=sys.stderr)
         return 1
     return 0
@@ -193,8 +306,18 @@ def _version(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _locating_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control", help="control socket (default: $MICROSIP_CONTROL, the ini's controlSocket)"
+    )
+    parser.add_argument(
+        "--config", help="microsip.ini whose [Engine] controlSocket to use (default: as serve)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microsip-engine", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"microsip-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the engine in the foreground")
     serve.add_argument("--config", help="microsip.ini (default: $MICROSIP_INI, user dir, embedded)")
@@ -205,22 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tcp-control-token", metavar="FILE", help="TCP control token file")
     serve.add_argument("--log-format", choices=["console", "json"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-file", metavar="PATH", help="log to PATH (reopened on SIGHUP, for logrotate)"
+    )
     serve.set_defaults(func=_serve)
     status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.add_argument("--control", help="control socket path")
+    _locating_options(status)
     status.set_defaults(func=_status)
     events = sub.add_parser("events", help="stream the engine's events as JSON lines")
     events.add_argument("--only", help="comma-separated event names")
-    events.add_argument("--control", help="control socket path")
+    _locating_options(events)
     events.set_defaults(func=_events)
     cmd = sub.add_parser(
         "cmd", help="run any engine command (see `cmd help`), parameters as key=value"
     )
     cmd.add_argument("name", help="command name, e.g. dial, hold, toggle, help")
     cmd.add_argument("params", nargs="*", help="key=value parameters")
-    cmd.add_argument("--control", help="control socket path")
+    cmd.add_argument("--json", action="store_true", help="`help` as JSON (other results are)")
+    _locating_options(cmd)
     cmd.set_defaults(func=_cmd)
+    token = sub.add_parser(
+        "token", help="the TCP control token file (--show: the token) for the Windows shim"
+    )
+    token.add_argument("--show", action="store_true", help="print the token itself")
+    _locating_options(token)
+    token.set_defaults(func=_token)
     from . import history
 
     history.add_parser(sub)

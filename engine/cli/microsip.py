@@ -4,9 +4,11 @@ Behaves like MicroSIP's second instance: the arguments (program name excluded)
 are forwarded to the running engine, which runs them exactly as MicroSIP would.
 ``/exit`` stops the engine; ``/answer`` and ``/hangupall`` with no engine running
 do nothing; anything else with no engine running starts one in the background
-(default configuration) and then runs the command, so ``microsip 5551234`` works.
+(with the ini the socket was found by, see ``engine/control/locate.py``) and then
+runs the command, so ``microsip 5551234`` works.
 
-No option of ours exists here: every argument belongs to MicroSIP's grammar. The
+Only leading ``--config INI`` / ``--control PATH`` (and ``--help``, ``--version``) are
+ours; everything after them belongs to MicroSIP's grammar. The
 module imports only the standard library, the pure grammar and the control client
 (no pjsua2, no numpy) so that it starts fast.
 """
@@ -20,14 +22,38 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import __version__
 from ..control.client import ControlClient, ControlError, EngineNotRunning, RemoteError
-from ..control.paths import default_socket_path
+from ..control.locate import Located, locate
 from ..errors import EngineError
 from ..grammar import join_argv, launcher_action, parse_command_line
 
 START_TIMEOUT = 15.0
 #: How long ``/exit`` waits for the engine to finish stopping (hang-ups, un-REGISTER).
 EXIT_TIMEOUT = 10.0
+
+
+USAGE = """\
+usage: microsip [--config INI] [--control PATH] <MicroSIP command line>
+       microsip --help | -h | --version
+
+MicroSIP.exe's arguments, forwarded to the running engine (started in the
+background with the ini's settings when none runs):
+
+  microsip 5551234                  dial a number (or a name, or sip:user@host)
+  microsip 123,456                  dial, then DTMF 456 one second after the answer
+  microsip 101 Hello there          send a SIP MESSAGE instead
+  microsip /answer                  /hangupall /hangupincoming /hangupcalling
+  microsip /dtmf:12#                /transfer:200   /account:2   /password:x
+  microsip msip:micmute             msip:hold msip:transfer_200 msip:speakup ...
+  microsip /exit                    hang up, un-REGISTER, stop the engine
+
+The engine is found at --control, else $MICROSIP_CONTROL, else [Engine]
+controlSocket of the ini (--config, else $MICROSIP_INI, else
+~/.config/microsip-engine/microsip.ini), else the default socket.
+Exit status: 0 done, 1 refused by the engine, 2 malformed command line.
+State, events and history: microsip-engine status | events | history.
+"""
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -52,12 +78,18 @@ def _state_dir() -> Path:
     return path
 
 
-def start_engine(path: str) -> ControlClient:
-    """Start ``microsip-engine serve`` in the background and wait for its socket."""
+def start_engine(where: Located) -> ControlClient:
+    """Start ``microsip-engine serve`` in the background, with the ini the socket was
+    found by (so the engine that answers is the one that ini describes), and wait
+    for its socket."""
+    path = where.path
+    argv = [sys.executable, "-m", "engine", "serve", "--control", path]
+    if where.config is not None:
+        argv += ["--config", where.config]
     log_path = _state_dir() / "engine.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--control", path],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -96,11 +128,37 @@ def stop_engine(client: ControlClient) -> int:
     return 0
 
 
+def _options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Our own ``--config INI`` / ``--control PATH`` (also ``=``), leading only: what
+    follows is MicroSIP's command line, untouched."""
+    found: dict[str, str] = {}
+    while argv:
+        name, sep, value = argv[0].partition("=")
+        if name not in ("--config", "--control") or name in found:
+            break
+        if not sep:
+            if len(argv) < 2:
+                raise EngineError(f"{name} needs a value", code="grammar_error")
+            value, argv = argv[1], argv[1:]
+        found[name] = value
+        argv = argv[1:]
+    return found, argv
+
+
 def run(argv: Sequence[str]) -> int:
-    line = join_argv(list(argv))
-    what = launcher_action(line)
-    path = default_socket_path()
+    first = argv[0] if argv else ""
+    if first in ("--help", "-h"):  # never a dial target: nobody calls "--help"
+        print(USAGE, end="")
+        return 0
+    if first == "--version":
+        print(f"microsip (microsip-engine {__version__})")
+        return 0
     try:
+        options, rest = _options(list(argv))
+        line = join_argv(rest)
+        what = launcher_action(line)
+        where = locate(options.get("--control"), options.get("--config"))
+        path = where.path
         if what != "reset":
             parse_command_line(line)  # a malformed line fails here, engine or not
         client = _running(path)
@@ -111,7 +169,7 @@ def run(argv: Sequence[str]) -> int:
         if client is None:
             if what in ("noop_if_not_running",):
                 return 0
-            client = start_engine(path)
+            client = start_engine(where)
             if what == "minimized":
                 return 0
         elif what == "minimized":
