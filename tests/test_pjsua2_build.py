@@ -119,7 +119,6 @@ def test_tls_version_negotiated_with_openssl(
 
 
 @pytest.mark.peers
-@pytest.mark.skipif(not EXPECTED.opus, reason="the PyPI wheel has no Opus (see the first test)")
 def test_opus_negotiated_with_baresip_when_audio_codecs_puts_it_first(
     engines: Engines, baresip_factory: BaresipFactory, tmp_path: Path
 ) -> None:
@@ -135,7 +134,8 @@ def test_opus_negotiated_with_baresip_when_audio_codecs_puts_it_first(
     manager, events = engines.start(ini)
     call = manager.dial(bob.uri("bob"))  # bob's local account answers by itself
     media = events.wait_for("media_state", call=call.call, status="active")
-    assert media["codec"] == "opus/48000", media
+    # The wheel has no Opus: the next codec audioCodecs lists is negotiated instead.
+    assert media["codec"] == ("opus/48000" if EXPECTED.opus else "PCMU/8000"), media
     recording = tmp_path / "opus.wav"
     manager.record(call.call, str(recording))
     time.sleep(2.0)  # two seconds of audio to measure, not a wait for an event
