@@ -10,6 +10,7 @@ import pjsua2 as pj
 
 from ..errors import EngineError
 from ..events import CallStateName
+from .status import PJMEDIA_RTP_EREMNORFC2833
 
 if TYPE_CHECKING:
     from .account import PjAccount
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 DTMF_AUTO, DTMF_INBAND, DTMF_RFC2833, DTMF_INFO = 0, 1, 2, 3
 #: pjsua's buddy table holds 256 entries and aborts on the 257th.
 MAX_BUDDIES = 200
-_PJMEDIA_RTP_EREMNORFC2833 = 220111
 
 
 def require_confirmed(call: PjCall, what: str) -> None:
@@ -41,7 +41,7 @@ def send_dtmf(call: PjCall, digits: str, method: int) -> str:
     try:
         call.sendDtmf(prm)
     except pj.Error as exc:
-        if method == DTMF_AUTO and exc.status == _PJMEDIA_RTP_EREMNORFC2833:
+        if method == DTMF_AUTO and exc.status == PJMEDIA_RTP_EREMNORFC2833:
             return _inband(call, digits)
         raise
     return "info" if method == DTMF_INFO else "rfc2833"

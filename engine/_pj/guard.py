@@ -12,12 +12,13 @@ import pjsua2 as pj
 import structlog
 
 from ..errors import SipError
+from .status import PJ_ETOOMANY
 
 log = structlog.get_logger("engine.pjsua2")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PJ_ETOOMANY = 70010
+__all__ = ["PJ_ETOOMANY", "callback", "clear_last_exception", "translate"]
 
 
 def translate(operation: str, exc: pj.Error) -> SipError:

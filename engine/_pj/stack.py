@@ -50,6 +50,7 @@ from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
+from .status import PJSIP_EBUSY
 from .thread import SipThread
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
@@ -68,7 +69,6 @@ MAX_ACCOUNTS = 8
 MAX_URI = 512
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
-PJSIP_EBUSY = 171001
 #: Seconds after which a transfer's call that pjsua never started is dropped.
 ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
@@ -526,8 +526,15 @@ class PjStack(SipThread):
 
     def _post_dial(self, number: int, digits: str) -> None:
         call = self.calls.get(number)
-        if call is not None and call.state is CallStateName.CONFIRMED:
+        if call is None or call.state is not CallStateName.CONFIRMED:
+            return
+        try:
             send_dtmf(call, digits, call.dtmf_method)
+        except (pj.Error, EngineError) as exc:
+            # Nobody waits for post-dial digits (``microsip 602,1234`` has exited):
+            # the failure must be seen in the log, not lost in a timer.
+            error = translate("post-dial DTMF", exc) if isinstance(exc, pj.Error) else exc
+            log.warning("post_dial_dtmf_failed", call=number, digits=digits, error=error.message)
 
     def send_dtmf(self, number: int, digits: str, method: int) -> str:
         return send_dtmf(self.call(number), digits, method)
