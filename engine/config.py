@@ -319,7 +319,7 @@ def _read_account(doc: IniDocument, index: int, section: str) -> AccountConfig:
     return AccountConfig(index=index, section=section, **values)
 
 
-def _read_accounts(doc: IniDocument) -> dict[int, AccountConfig]:
+def _read_accounts(doc: IniDocument, warn: list[str] | None = None) -> dict[int, AccountConfig]:
     """Account1..N, stopping at the first one that does not exist, as MicroSIP's
     ``while (AccountLoad(i)) i++`` does: an account exists only if its section exists
     and its domain is set.
@@ -337,6 +337,13 @@ def _read_accounts(doc: IniDocument) -> dict[int, AccountConfig]:
             return accounts
         account = _read_account(doc, index, section)
         if not account.domain:
+            if warn is not None:  # MicroSIP skips it without a word; we say so
+                line = doc.line_number(section, "domain")
+                warn.append(
+                    f"{doc.path}{f':{line}' if line else ''}: [{section}] has no domain "
+                    "(key 'domain'), so it is ignored, as MicroSIP ignores it and every "
+                    "account after it; set domain= to use it"
+                )
             return accounts
         accounts[index] = account
         index += 1
@@ -485,7 +492,7 @@ def _build(doc: IniDocument, path: Path | None) -> Config:
     warn: list[str] = []
     engine = _read_engine(doc)
     settings = _read_settings(doc)
-    accounts = _read_accounts(doc)
+    accounts = _read_accounts(doc, warn)
     local = _read_account(doc, 0, "Account0")
     active = _resolve_account_id(doc, settings, accounts, warn)
     settings = dataclasses.replace(settings, account_id=active)

@@ -536,6 +536,8 @@ class CallManager:
             "audio": self._run(self._stack.mixer.state),
             "limits": {**self.limits.to_dict(), "tls_max": self._run(self._stack.tls_max)},
             "accounts": [a.to_dict() for a in self.accounts()],
+            # What the configuration ignored or refused (e.g. an account without domain).
+            "config_warnings": list(self.config.warnings),
             "calls": [c.to_dict(now) for c in self.calls()],
         }
 

@@ -54,6 +54,9 @@ class SipEndpoint(pj.Endpoint):  # type: ignore[misc]
                 verify_errors=messages,
             )
         )
+        if state == "disconnected" and kind.startswith(("tcp", "tls")):
+            for acc in list(self.stack.accounts.values()):
+                acc.connection_lost(error)
 
     @callback
     def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from .probe import options_status
@@ -65,6 +66,7 @@ class Kamailio:
         self._kamcmd = kamcmd
         self.port = 0
         self.process: PeerProcess | None = None
+        self.restarts = 0
 
     # -- addresses -------------------------------------------------------
 
@@ -107,8 +109,19 @@ class Kamailio:
         start_with_retry(lambda attempt: self._start_once(cfg, attempt, timeout))
         return self
 
-    def _start_once(self, cfg: Path, attempt: int, timeout: float) -> None:
-        self.port = free_port("both")
+    def restart(self, timeout: float = 5.0, *, down_for: float = 0.0) -> Kamailio:
+        """Stop and start again on the same port, ``down_for`` seconds later: every
+        registration (kept in memory) and every TCP connection is lost."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)  # the outage itself is what is being simulated
+        self.restarts += 1
+        cfg = self.workdir / "kamailio.cfg"
+        self._start_once(cfg, 100 + self.restarts, timeout, port=self.port)
+        return self
+
+    def _start_once(self, cfg: Path, attempt: int, timeout: float, port: int = 0) -> None:
+        self.port = port or free_port("both")
         listen = f"127.0.0.1:{self.port}"
         argv: list[str | Path] = [
             self._kamailio,

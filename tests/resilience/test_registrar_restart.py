@@ -1,0 +1,89 @@
+"""Issue 10, item 2: the registrar (Kamailio, registrations in memory) restarts.
+
+Over TCP the engine sees its connection drop: it must re-REGISTER by itself within
+10 s of the registrar being back, and ``status`` must not say "registered" while
+the registrar has no contact. Over UDP nothing tells the engine: the refresh
+(``registerRefresh=10``, the minimum) brings the contact back within 10 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from enginekit import Engines, EventLog, engines_fixture
+from peers.kamailio import Kamailio
+
+from engine.manager import CallManager
+
+from .kit import registrar_ini
+
+pytestmark = pytest.mark.peers
+
+#: The issue's bound: registered again this long after the registrar is back.
+BACK_WITHIN = 10.0
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[Engines]:
+    yield from engines_fixture(tmp_path)
+
+
+def account_state(manager: CallManager) -> dict[str, Any]:
+    (acc,) = [a for a in manager.status()["accounts"] if a["account"] == 1]
+    return dict(acc)
+
+
+def wait_registered_after(events: EventLog, since: float, timeout: float) -> dict[str, Any]:
+    return events.wait(
+        lambda e: e["event"] == "registration" and e["state"] == "registered" and e["time"] > since,
+        timeout,
+        "registered again",
+    )
+
+
+@pytest.mark.parametrize("down_for", [0.0, 3.0])
+def test_tcp_registrar_restart_re_registers_and_status_is_truthful(
+    kamailio: Kamailio, engines: Engines, down_for: float
+) -> None:
+    """Kamailio restarted (at once, or after 3 s down) under a TCP registration: the
+    engine reports the lost connection, is registered again within 10 s of the
+    registrar being back, and Kamailio holds its contact."""
+    manager, events = engines.start(registrar_ini(kamailio, transport="tcp"))
+    events.wait_for("registration", account=1, state="registered")
+    kamailio.wait_registrations("alice", 1)
+
+    kamailio.stop()
+    lost = events.wait(
+        lambda e: e["event"] == "registration" and e["state"] != "registered",
+        5,
+        "the registration to stop claiming 'registered'",
+    )
+    assert "connection lost" in lost["reason"], lost
+    assert account_state(manager)["state"] != "registered"
+    if down_for:
+        time.sleep(down_for)  # the outage being simulated
+        assert account_state(manager)["state"] != "registered"
+    kamailio.restart()
+    back_at = time.time()
+    ev = wait_registered_after(events, back_at - 0.5, BACK_WITHIN)
+    assert ev["time"] - back_at < BACK_WITHIN
+    assert kamailio.wait_registrations("alice", 1)
+    assert account_state(manager)["state"] == "registered"
+
+
+def test_udp_registrar_restart_is_repaired_by_the_refresh(
+    kamailio: Kamailio, engines: Engines
+) -> None:
+    """Over UDP a restart is invisible; with registerRefresh=10 the contact is back in
+    the restarted registrar within 10 s."""
+    manager, events = engines.start(registrar_ini(kamailio, transport="udp", registerRefresh=10))
+    events.wait_for("registration", account=1, state="registered")
+    kamailio.wait_registrations("alice", 1)
+    kamailio.restart()
+    assert kamailio.registrations("alice") == []
+    assert kamailio.wait_registrations("alice", 1, timeout=BACK_WITHIN)
+    assert account_state(manager)["state"] == "registered"
