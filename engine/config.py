@@ -196,6 +196,9 @@ class EngineSettings:
     history_rows: int = _ini(1000, "historyRows", lo=1)
     #: Simultaneous calls; 0 = as many as the pjsua2 build allows.
     max_calls: int = _ini(0, "maxCalls", lo=0)
+    #: Seconds without RTP from the far end of an answered, unheld call before it is
+    #: ended with BYE (the far end died or lost its network); 0 = never.
+    media_timeout: int = _ini(30, "mediaTimeout", lo=0)
     #: Ignore ``audioInputDevice``/``audioOutputDevice``: the null device only (servers).
     null_audio: bool = _ini(False, "nullAudio")
     #: Take hex-looking passwords as plaintext instead of MicroSIP ciphertext.

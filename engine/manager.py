@@ -71,6 +71,7 @@ class CallManager:
         self.toggles = Toggles.from_settings(config.settings)
         self._stack.incoming_policy = self._decide
         self._stack.auto_hangup_time = float(config.settings.auto_hang_up_time)
+        self._stack.media_timeout = float(config.engine.media_timeout)
         self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0

@@ -77,6 +77,7 @@ def set_hold(call: PjCall, hold: bool) -> None:
 def transfer(call: PjCall, uri: str) -> None:
     require_confirmed(call, "transfer")
     call.xfer(uri, pj.CallOpParam(True))
+    call.transfer_target, call.refer_answered = uri, False
 
 
 class Messenger:

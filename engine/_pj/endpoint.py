@@ -9,6 +9,7 @@ import pjsua2 as pj
 from ..events import CallRejected, TransportState
 from ..sipuri import header_value, split_name_addr
 from .guard import callback
+from .tcpinfo import TcpPeers
 
 if TYPE_CHECKING:
     from .stack import PjStack
@@ -25,11 +26,14 @@ class SipEndpoint(pj.Endpoint):  # type: ignore[misc]
     def __init__(self, stack: PjStack) -> None:
         super().__init__()
         self.stack = stack
+        self.tcp_peers = TcpPeers()
 
     @callback
     def onTransportState(self, prm: pj.OnTransportStateParam) -> None:
         state = _TP_STATES.get(prm.state, str(prm.state))
+        handle = int(prm.hnd) if prm.hnd is not None else 0
         if state == "destroyed":
+            self.tcp_peers.gone(handle)
             return
         kind = str(prm.type).lower()
         error = ""
@@ -38,6 +42,9 @@ class SipEndpoint(pj.Endpoint):  # type: ignore[misc]
         verified: bool | None = None
         messages: tuple[str, ...] = ()
         remote = ""
+        if kind.startswith("tcp"):
+            connected = state == "connected"
+            remote = self.tcp_peers.connected(handle) if connected else self.tcp_peers.known(handle)
         if "tls" in kind:
             info = prm.tlsInfo
             remote = str(info.remoteAddr)

@@ -41,6 +41,7 @@ from ..events import (
 )
 from ..sipuri import split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
+from . import mediawatch
 from .account import PjAccount, build_config
 from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
@@ -119,6 +120,8 @@ class PjStack(SipThread):
         self.incoming_policy: IncomingPolicy = _ring
         #: ``autoHangUpTime``: hang up answered calls after this many seconds (0 = never).
         self.auto_hangup_time = 0.0
+        #: ``[Engine] mediaTimeout``: end a call whose far end sent no RTP this long (0 = off).
+        self.media_timeout = 0.0
         #: ``autoRecording``: returns the WAV path for a just-answered call, or None.
         self.auto_record: Callable[[CallSnapshot], str | None] | None = None
         self._call_numbers = itertools.count(1)
@@ -491,6 +494,11 @@ class PjStack(SipThread):
         call = self.call(number)
         if call.state is CallStateName.DISCONNECTED:
             return
+        if call.state is CallStateName.CONFIRMED and call.end_reason is None:
+            # pjsua reports DISCONNECTED as the BYE leaves, with an "OK" nobody sent (the
+            # far end's answer, 200 or 481, comes after the call is gone): the code stays
+            # the INVITE's 200, the reason says who ended the call.
+            call.end_reason = (call.code, reason or "hung up locally")
         prm = pj.CallOpParam()
         if code:
             prm.statusCode = code
@@ -504,6 +512,7 @@ class PjStack(SipThread):
             self.start_post_dial(call)
         if self.auto_hangup_time > 0:
             self.schedule(self.auto_hangup_time, functools.partial(self._auto_hangup, call.number))
+        mediawatch.start(self, call)
         if self.auto_record is not None and call.recorder is None:
             path = self.auto_record(call.snapshot())
             if path:
@@ -558,6 +567,7 @@ class PjStack(SipThread):
             if c.state is not CallStateName.CONFIRMED:
                 raise EngineError(f"call {c.number} is not answered", code="invalid_state")
         call.xferReplaces(other, pj.CallOpParam(True))
+        call.transfer_target, call.refer_answered = other.remote_uri, False
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""

@@ -63,6 +63,10 @@ def test_tcp_registrar_restart_re_registers_and_status_is_truthful(
         "the registration to stop claiming 'registered'",
     )
     assert "connection lost" in lost["reason"], lost
+    # The transport events name the registrar's end of the connection.
+    tcp = [e for e in events.of("transport") if e["kind"] == "tcp"]
+    assert [e["state"] for e in tcp[:2]] == ["connected", "disconnected"], tcp
+    assert all(e["remote"] == kamailio.address for e in tcp[:2]), tcp
     assert account_state(manager)["state"] != "registered"
     if down_for:
         time.sleep(down_for)  # the outage being simulated
