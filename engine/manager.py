@@ -532,6 +532,7 @@ class CallManager:
             "uptime": round(now - self.started_at, 3),
             "sip": self.sip_addresses(),
             "control": self.control,
+            "history": str(self.history.path),
             "capacity": {"max_calls": self.limits.max_calls, "calls": len(self.calls())},
             "toggles": dataclasses.asdict(self.toggles),
             "audio": self._run(self._stack.mixer.state),
