@@ -69,3 +69,30 @@ def test_media_state_is_published_once_per_change(
         ("active", "sendrecv"),
     ], seen
     assert all(a != b for a, b in itertools.pairwise(seen)), seen
+
+
+def test_every_event_type_is_documented_with_its_fields() -> None:
+    """docs/control-protocol.md has a row for every event type naming all its fields."""
+    import dataclasses
+
+    from engine import events as ev
+
+    doc = (Path(__file__).parents[2] / "docs" / "control-protocol.md").read_text()
+    doc = doc.split("\n## Events\n", 1)[1].split("\n## ", 1)[0]  # that section only
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in doc.splitlines()
+        if line.startswith("| `")
+    }
+    classes = [
+        c
+        for c in vars(ev).values()
+        if isinstance(c, type) and issubclass(c, ev.Event) and c is not ev.Event
+    ]
+    assert {str(c.type) for c in classes} == {str(t) for t in ev.EventType}
+    for cls in classes:
+        row = rows.get(str(cls.type))
+        assert row is not None, f"no row for {cls.type} in docs/control-protocol.md"
+        for field in dataclasses.fields(cls):
+            if field.name != "time":
+                assert f"`{field.name}`" in row, f"{cls.type}: field {field.name} undocumented"
