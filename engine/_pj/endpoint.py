@@ -42,12 +42,12 @@ class SipEndpoint(pj.Endpoint):  # type: ignore[misc]
         verified: bool | None = None
         messages: tuple[str, ...] = ()
         remote = ""
-        if kind.startswith("tcp"):
+        if kind.startswith(("tcp", "tls")):
             connected = state == "connected"
             remote = self.tcp_peers.connected(handle) if connected else self.tcp_peers.known(handle)
         if "tls" in kind:
             info = prm.tlsInfo
-            remote = str(info.remoteAddr)
+            remote = str(info.remoteAddr) or remote  # empty once the connection is gone
             if not info.isEmpty():
                 verified = int(info.verifyStatus) == 0
                 messages = tuple(str(m) for m in info.verifyMsgs)

@@ -32,6 +32,22 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _CONTACT_RE = re.compile(r"Address:\s*(\S+)\s*\n\s*Expires:\s*(\S+)")
 
 
+# TLS 1.2 at least (the pjsua2 wheel's OpenSSL has nothing newer); clients unverified.
+_TLS_CFG = """\
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = {cert}
+private_key = {key}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
+
+
 def _check_token(kind: str, value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(f"{kind} {value!r}: only [A-Za-z0-9_.+-] allowed in tests")
@@ -56,12 +72,16 @@ class Kamailio:
         *,
         users: dict[str, str] | None = None,
         single_contact: bool = False,
+        tls: tuple[Path, Path] | None = None,
         kamailio: str = "kamailio",
         kamcmd: str = "kamcmd",
     ) -> None:
         self.workdir = workdir
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.single_contact = single_contact
+        #: (certificate, key) for a TLS listener on :attr:`tls_port`, or None.
+        self.tls = tls
+        self.tls_port = 0
         self._kamailio = kamailio
         self._kamcmd = kamcmd
         self.port = 0
@@ -99,6 +119,9 @@ class Kamailio:
         text = text.replace("%%RUNDIR%%", str(self.workdir)).replace("%%USERS%%", users)
         cfg = self.workdir / "kamailio.cfg"
         cfg.write_text(text)
+        if self.tls is not None:
+            cert, key = self.tls
+            (self.workdir / "tls.cfg").write_text(_TLS_CFG.format(cert=cert, key=key))
         return cfg
 
     def start(self, timeout: float = 5.0) -> Kamailio:
@@ -140,6 +163,9 @@ class Kamailio:
         argv += ["-l", f"udp:{listen}", "-l", f"tcp:{listen}"]
         if self.single_contact:
             argv += ["-A", "SINGLE_CONTACT"]
+        if self.tls is not None:
+            self.tls_port = self.tls_port if port else free_port("tcp")
+            argv += ["-A", "WITH_TLS", "-l", f"tls:127.0.0.1:{self.tls_port}"]
         process = PeerProcess(f"kamailio-{attempt}", argv, self.workdir)
         self.process = process
         try:

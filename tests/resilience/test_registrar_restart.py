@@ -8,6 +8,8 @@ the registrar has no contact. Over UDP nothing tells the engine: the refresh
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +17,12 @@ from typing import Any
 
 import pytest
 from enginekit import Engines, EventLog, engines_fixture
+from peers import require
 from peers.kamailio import Kamailio
 
 from engine.manager import CallManager
 
-from .kit import registrar_ini
+from .kit import registrar_ini, self_signed
 
 pytestmark = pytest.mark.peers
 
@@ -43,6 +46,25 @@ def wait_registered_after(events: EventLog, since: float, timeout: float) -> dic
         timeout,
         "registered again",
     )
+
+
+@pytest.fixture
+def kamailio_tls(tmp_path: Path) -> Iterator[Kamailio]:
+    """Kamailio with a TLS listener too (its tls module is kamailio-tls-modules)."""
+    kamailio = require("kamailio")
+    if not glob.glob("/usr/lib/*/kamailio/modules/tls.so"):
+        message = "Kamailio's tls module missing: apt-get install -y kamailio-tls-modules"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    cert_key = self_signed(tmp_path / "tls", require("openssl"))
+    instance = Kamailio(
+        tmp_path / "kamailio-tls", tls=cert_key, kamailio=kamailio, kamcmd=require("kamcmd")
+    )
+    try:
+        yield instance.start()
+    finally:
+        instance.stop()
 
 
 @pytest.mark.parametrize("down_for", [0.0, 3.0])
@@ -77,6 +99,31 @@ def test_tcp_registrar_restart_re_registers_and_status_is_truthful(
     assert ev["time"] - back_at < BACK_WITHIN
     assert kamailio.wait_registrations("alice", 1)
     assert account_state(manager)["state"] == "registered"
+
+
+def test_tls_registrar_restart_re_registers(kamailio_tls: Kamailio, engines: Engines) -> None:
+    """The same over TLS (TLS 1.2, Kamailio's certificate verified against our CA
+    file): connection lost, registering, registered again within 10 s."""
+    k = kamailio_tls
+    assert k.tls is not None
+    ini = registrar_ini(k, transport="tls").replace(
+        f"server={k.address}", f"server=127.0.0.1:{k.tls_port}"
+    )
+    manager, events = engines.start(ini + f"[Engine]\ntlsCaFile={k.tls[0]}\n")
+    events.wait_for("registration", account=1, state="registered")
+    k.wait_registrations("alice", 1)
+    k.stop()
+    lost = events.wait(
+        lambda e: e["event"] == "registration" and e["state"] != "registered", 5, "not registered"
+    )
+    assert "connection lost" in lost["reason"], lost
+    assert account_state(manager)["state"] != "registered"
+    k.restart()
+    back_at = time.time()
+    wait_registered_after(events, back_at - 0.5, BACK_WITHIN)
+    assert k.wait_registrations("alice", 1)
+    tls = [e for e in events.of("transport") if e["kind"].startswith("tls")]
+    assert tls and all(e["remote"].startswith("127.0.0.1:") for e in tls), tls
 
 
 def test_udp_registrar_restart_is_repaired_by_the_refresh(
