@@ -125,6 +125,9 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
         self.retired = False
+        #: ``host:port`` the registrar's 200 came from ("" before): whose connection
+        #: loss means ours.
+        self.registrar_addr = ""
 
     def reconfigure(self, acc: AccountConfig, transport: str, uri: str) -> None:
         """New settings for this index (before ``modify``): back in service."""
@@ -133,6 +136,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
         self.retired = False
+        self.registrar_addr = ""
 
     @property
     def connection_oriented(self) -> bool:
@@ -143,15 +147,17 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             r.lower().startswith("sips:") or ";transport=t" in r.lower() for r in routes
         )
 
-    def connection_lost(self, error: str) -> None:
-        """A TCP/TLS connection went down: if ours, re-REGISTER at once over a new one
-        (pjsua's own retry is off, ``retryIntervalSec=0``, so nothing else would until
-        the next refresh) and stop claiming "registered" meanwhile."""
+    def connection_lost(self, error: str, remote: str) -> None:
+        """A TCP/TLS connection to ``remote`` ("" = unknown) went down: if ours,
+        re-REGISTER at once over a new one (pjsua's own retry is off,
+        ``retryIntervalSec=0``, so nothing else would until the next refresh) and stop
+        claiming "registered" meanwhile. Another peer's connection (a call's) is not."""
         if (
             self.unregistering
             or self.retired
             or not self.connection_oriented
             or self.reg.state not in (RegState.REGISTERED, RegState.REGISTERING)
+            or (remote and self.registrar_addr and remote != self.registrar_addr)
         ):
             return
         reason = f"connection lost ({error})" if error else "connection lost"
@@ -196,6 +202,8 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         retry_in: float | None = None
         if 200 <= code < 300 and expires > 0:
             state, self.reg.failures = RegState.REGISTERED, 0
+            with contextlib.suppress(pj.Error):  # where the registrar answered from
+                self.registrar_addr = str(prm.rdata.srcAddress)
         elif 200 <= code < 300 or self.unregistering:
             state = RegState.UNREGISTERED
         else:

@@ -63,7 +63,7 @@ class SipEndpoint(pj.Endpoint):  # type: ignore[misc]
         )
         if state == "disconnected" and kind.startswith(("tcp", "tls")):
             for acc in list(self.stack.accounts.values()):
-                acc.connection_lost(error)
+                acc.connection_lost(error, remote)
 
     @callback
     def onRejectedIncomingCall(self, prm: pj.OnRejectedIncomingCallParam) -> None:

@@ -19,6 +19,7 @@ import pytest
 from enginekit import Engines, EventLog, engines_fixture
 from peers import require
 from peers.kamailio import Kamailio
+from peers.sipp import SippFactory
 
 from engine.manager import CallManager
 
@@ -124,6 +125,35 @@ def test_tls_registrar_restart_re_registers(kamailio_tls: Kamailio, engines: Eng
     assert k.wait_registrations("alice", 1)
     tls = [e for e in events.of("transport") if e["kind"].startswith("tls")]
     assert tls and all(e["remote"].startswith("127.0.0.1:") for e in tls), tls
+
+
+def test_another_peers_tcp_connection_closing_leaves_the_registration_alone(
+    kamailio: Kamailio, engines: Engines, sipp_factory: SippFactory
+) -> None:
+    """Registered over TCP, we call a SIPp UAS directly over TCP; SIPp exits and its
+    connection closes: that is not the registrar's, so no re-REGISTER, no
+    "connection lost"."""
+    manager, events = engines.start(registrar_ini(kamailio, transport="tcp"))
+    events.wait_for("registration", account=1, state="registered")
+    sipp = sipp_factory.uas("uas_answer", transport="tcp", bye_timeout_ms=10000)
+    call = manager.dial(f"sip:pbx@{sipp.address}").call
+    events.wait_for("call_state", timeout=10, call=call, state="confirmed")
+    manager.hangup(call)
+    sipp.wait(15)
+    gone = events.wait(
+        lambda e: (
+            e["event"] == "transport"
+            and e["state"] == "disconnected"
+            and e["remote"] == sipp.address
+        ),
+        10,
+        "SIPp's TCP connection to close",
+    )
+    # Whatever the engine would do about it, it does on the SIP thread at once.
+    manager.status()
+    changes = [e for e in events.of("registration") if e["time"] >= gone["time"]]
+    assert changes == [], changes
+    assert account_state(manager)["state"] == "registered"
 
 
 def test_udp_registrar_restart_is_repaired_by_the_refresh(
