@@ -31,7 +31,7 @@ def require_confirmed(call: PjCall, what: str) -> None:
 def send_dtmf(call: PjCall, digits: str, method: int) -> str:
     """Send ``digits``; returns the method really used (auto falls back to in-band)."""
     require_confirmed(call, "DTMF")
-    if method == DTMF_INBAND:
+    if method == DTMF_INBAND or (method == DTMF_AUTO and not _remote_takes_rfc2833(call)):
         return _inband(call, digits)
     prm = pj.CallSendDtmfParam()
     prm.digits = digits
@@ -45,6 +45,21 @@ def send_dtmf(call: PjCall, digits: str, method: int) -> str:
             return _inband(call, digits)
         raise
     return "info" if method == DTMF_INFO else "rfc2833"
+
+
+def _remote_takes_rfc2833(call: PjCall) -> bool:
+    """Did the far end's SDP offer telephone-event? (Asked first, so that auto mode
+    does not make pjsua log an error for every fallback; when in doubt, yes, and
+    ``sendDtmf``'s PJMEDIA_RTP_EREMNORFC2833 decides.)"""
+    ci = call.getInfo()  # bind first: iterating a temporary reads freed memory
+    media = ci.media
+    for index in range(len(media)):
+        if media[index].type == pj.PJMEDIA_TYPE_AUDIO:
+            try:
+                return int(call.getStreamInfo(index).audTxEventPt) >= 0
+            except pj.Error:
+                return True
+    return True
 
 
 def _inband(call: PjCall, digits: str) -> str:
