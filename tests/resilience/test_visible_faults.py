@@ -3,6 +3,8 @@ real ``microsip-engine serve`` process (JSON logs, no ``--log-level``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,14 @@ password=x
     with proc.client() as client:
         warnings = client.request("status")["config_warnings"]
     assert any("[Account1]" in w and "'domain'" in w for w in warnings), warnings
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine", "status"],
+        env=proc.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert any(
+        line.startswith("warning:") and "[Account1]" in line for line in shown.stdout.splitlines()
+    ), shown.stdout
