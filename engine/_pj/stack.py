@@ -522,7 +522,7 @@ class PjStack(SipThread):
         call = self.calls.get(number)
         if call is not None and call.state is CallStateName.CONFIRMED:
             log.info("auto_hangup", call=number, after=self.auto_hangup_time)
-            self.hangup(number)
+            self.hangup(number, reason=f"autoHangUpTime: hung up after {self.auto_hangup_time:g} s")
 
     def start_post_dial(self, call: PjCall) -> None:
         """MicroSIP's timing: the first group 1 s after the answer, each next one
@@ -599,7 +599,7 @@ class PjStack(SipThread):
     def transfer_done(self, number: int) -> None:
         call = self.calls.get(number)
         if call is not None and call.state is not CallStateName.DISCONNECTED:
-            self.hangup(number)
+            self.hangup(number, reason="transferred")
 
     def send_message(self, account: int, uri: str, text: str) -> None:
         if len(uri) > MAX_URI or not uri.lower().startswith(("sip:", "sips:")):
