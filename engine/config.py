@@ -200,6 +200,9 @@ class EngineSettings:
     history_rows: int = _ini(1000, "historyRows", lo=1)
     #: Simultaneous calls; 0 = as many as the pjsua2 build allows.
     max_calls: int = _ini(0, "maxCalls", lo=0)
+    #: Seconds without RTP from the far end of an answered, unheld call before it is
+    #: ended with BYE (the far end died or lost its network); 0 = never.
+    media_timeout: int = _ini(30, "mediaTimeout", lo=0)
     #: Ignore ``audioInputDevice``/``audioOutputDevice``: the null device only (servers).
     null_audio: bool = _ini(False, "nullAudio")
     #: Take hex-looking passwords as plaintext instead of MicroSIP ciphertext.
@@ -323,7 +326,7 @@ def _read_account(doc: IniDocument, index: int, section: str) -> AccountConfig:
     return AccountConfig(index=index, section=section, **values)
 
 
-def _read_accounts(doc: IniDocument) -> dict[int, AccountConfig]:
+def _read_accounts(doc: IniDocument, warn: list[str] | None = None) -> dict[int, AccountConfig]:
     """Account1..N, stopping at the first one that does not exist, as MicroSIP's
     ``while (AccountLoad(i)) i++`` does: an account exists only if its section exists
     and its domain is set.
@@ -341,6 +344,13 @@ def _read_accounts(doc: IniDocument) -> dict[int, AccountConfig]:
             return accounts
         account = _read_account(doc, index, section)
         if not account.domain:
+            if warn is not None:  # MicroSIP skips it without a word; we say so
+                line = doc.line_number(section, "domain")
+                warn.append(
+                    f"{doc.path}{f':{line}' if line else ''}: [{section}] has no domain "
+                    "(key 'domain'), so it is ignored, as MicroSIP ignores it and every "
+                    "account after it; set domain= to use it"
+                )
             return accounts
         accounts[index] = account
         index += 1
@@ -489,7 +499,7 @@ def _build(doc: IniDocument, path: Path | None) -> Config:
     warn: list[str] = []
     engine = _read_engine(doc)
     settings = _read_settings(doc)
-    accounts = _read_accounts(doc)
+    accounts = _read_accounts(doc, warn)
     local = _read_account(doc, 0, "Account0")
     active = _resolve_account_id(doc, settings, accounts, warn)
     settings = dataclasses.replace(settings, account_id=active)

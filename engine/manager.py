@@ -76,6 +76,7 @@ class CallManager:
         self.toggles = Toggles.from_settings(config.settings)
         self._stack.incoming_policy = self._decide
         self._stack.auto_hangup_time = float(config.settings.auto_hang_up_time)
+        self._stack.media_timeout = float(config.engine.media_timeout)
         self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
@@ -610,11 +611,14 @@ class CallManager:
             "uptime": round(now - self.started_at, 3),
             "sip": [str(t) for t in transports],
             "control": self.control,
+            "history": str(self.history.path),
             "capacity": {"max_calls": self.limits.max_calls, "calls": len(calls)},
             "toggles": dataclasses.asdict(self.toggles),
             "audio": audio,
             "limits": {**self.limits.to_dict(), "tls_max": tls_max},
             "accounts": [a.to_dict() for a in accounts],
+            # What the configuration ignored or refused (e.g. an account without domain).
+            "config_warnings": list(self.config.warnings),
             "calls": [c.to_dict(now) for c in calls],
         }
 

@@ -361,6 +361,7 @@ def test_cli_uses_the_configured_data_dir(
     ini = tmp_path / "microsip.ini"
     ini.write_text(f"[Settings]\n[Engine]\ndataDir={tmp_path / 'data'}\n")
     monkeypatch.setenv("MICROSIP_INI", str(ini))
+    monkeypatch.setenv("MICROSIP_CONTROL", str(tmp_path / "no-engine.sock"))  # none answers
     h = CallHistory(tmp_path / "data" / "history.sqlite3")
     h.record_end(state(1, "out", S.DISCONNECTED, T0, 404, "Not Found"))
     h.close()

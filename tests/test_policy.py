@@ -248,6 +248,7 @@ def test_auto_hang_up_time_ends_answered_calls(engines: Engines, sipp_factory: S
     confirmed = events.wait_for("call_state", state="confirmed")
     ended = events.wait_for("call_state", state="disconnected", timeout=10)
     assert 0.9 <= ended["time"] - confirmed["time"] < 3
+    assert ended["reason"] == "autoHangUpTime: hung up after 1 s", ended
     result = sipp.wait(15)
     assert result.received("BYE") == 1  # the engine hung up, SIPp did not
 

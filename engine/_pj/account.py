@@ -21,6 +21,7 @@ from ..events import (
 from ..sipuri import header_value, split_name_addr, user_part
 from ..state import AccountSnapshot
 from .guard import callback
+from .status import PJSIP_EBUSY
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
@@ -30,6 +31,13 @@ log = structlog.get_logger("engine.account")
 
 #: Registration retry after a failure: first delay, factor, cap (seconds).
 RETRY_FIRST, RETRY_FACTOR, RETRY_MAX = 5.0, 2.0, 300.0
+
+#: What a failed REGISTER most likely means, for the log line a user reads.
+_HINTS = {
+    401: " (wrong user name, authID or password?)",
+    403: " (wrong user name, authID or password?)",
+    404: " (unknown user or domain?)",
+}
 
 _SRTP = {
     "": pj.PJMEDIA_SRTP_DISABLED,
@@ -117,6 +125,9 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
         self.retired = False
+        #: ``host:port`` the registrar's 200 came from ("" before): whose connection
+        #: loss means ours.
+        self.registrar_addr = ""
 
     def reconfigure(self, acc: AccountConfig, transport: str, uri: str) -> None:
         """New settings for this index (before ``modify``): back in service."""
@@ -125,6 +136,44 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.reg = RegStatus(RegState.REGISTERING if acc.server else RegState.NONE)
         self.unregistering = False
         self.retired = False
+        self.registrar_addr = ""
+
+    @property
+    def connection_oriented(self) -> bool:
+        """Does the registration travel over a TCP or TLS connection? Then losing that
+        connection may mean the registrar lost our contact (e.g. it restarted)."""
+        routes = [self.registrar, *self.config.proxy]
+        return self.config.transport in ("tcp", "tls") or any(
+            r.lower().startswith("sips:") or ";transport=t" in r.lower() for r in routes
+        )
+
+    def connection_lost(self, error: str, remote: str) -> None:
+        """A TCP/TLS connection to ``remote`` ("" = unknown) went down: if ours,
+        re-REGISTER at once over a new one (pjsua's own retry is off,
+        ``retryIntervalSec=0``, so nothing else would until the next refresh) and stop
+        claiming "registered" meanwhile. Another peer's connection (a call's) is not."""
+        if (
+            self.unregistering
+            or self.retired
+            or not self.connection_oriented
+            or self.reg.state not in (RegState.REGISTERED, RegState.REGISTERING)
+            or (remote and self.registrar_addr and remote != self.registrar_addr)
+        ):
+            return
+        reason = f"connection lost ({error})" if error else "connection lost"
+        log.warning("registration_connection_lost", account=self.index, registrar=self.registrar)
+        self.reg = dataclasses.replace(
+            self.reg, state=RegState.REGISTERING, code=0, reason=reason, expires=0
+        )
+        self._emit_registering(reason)
+        try:
+            self.setRegistration(True)
+        except pj.Error as exc:
+            if exc.status != PJSIP_EBUSY:  # busy: a REGISTER is already under way
+                self.stack.schedule(
+                    RETRY_FIRST,
+                    functools.partial(self.stack.retry_registration, self.index, self),
+                )
 
     def retire(self) -> None:
         """Out of service: un-REGISTER (if registered) and refuse calls from now on."""
@@ -153,6 +202,8 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         retry_in: float | None = None
         if 200 <= code < 300 and expires > 0:
             state, self.reg.failures = RegState.REGISTERED, 0
+            with contextlib.suppress(pj.Error):  # where the registrar answered from
+                self.registrar_addr = str(prm.rdata.srcAddress)
         elif 200 <= code < 300 or self.unregistering:
             state = RegState.UNREGISTERED
         else:
@@ -166,6 +217,16 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             )
             if code == 0 or not reason:
                 reason = reason or "no response"
+            # The one line a user sees at the default level (a wrong password is 401/403).
+            log.warning(
+                "registration_failed",
+                account=self.index,
+                registrar=self.registrar,
+                code=code,
+                reason=reason,
+                retry_in=retry_in,
+                detail=f"registration failed {code} {reason}" + _HINTS.get(code, ""),
+            )
         if state is not RegState.REGISTERED:
             expires = 0
         self.reg = dataclasses.replace(
@@ -187,16 +248,15 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         if self.unregistering or self.reg.state is RegState.REGISTERED or not self.isValid():
             return
         log.info("registration_retry", account=self.index, attempt=self.reg.failures + 1)
+        self._emit_registering("retrying")
+        self.setRegistration(True)
+
+    def _emit_registering(self, reason: str) -> None:
         self.stack.emit(
             RegistrationChanged(
-                account=self.index,
-                uri=self.uri,
-                state=RegState.REGISTERING,
-                code=0,
-                reason="retrying",
+                account=self.index, uri=self.uri, state=RegState.REGISTERING, code=0, reason=reason
             )
         )
-        self.setRegistration(True)
 
     @callback
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:

@@ -79,6 +79,13 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.code = 0
         self.reason = ""
         self.media_status = "none"
+        self.media_dir = "inactive"
+        self._media_reported: tuple[str, str, str] | None = None
+        #: The media timeout's view (see mediawatch): RTP packets seen, and when last.
+        self.rx_packets, self.rx_at = -1, 0.0
+        #: Set when we end the call: the code and reason its ``disconnected`` reports,
+        #: since pjsua's own (200 OK for a BYE it sent) is not the far end's answer.
+        self.end_reason: tuple[int, str] | None = None
         self.start_time = time.time()
         self.answer_time: float | None = None
         self.player: pj.AudioMediaPlayer | None = None
@@ -89,6 +96,9 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.post_dial: tuple[str, ...] = ()
         self.dtmf_method = 0
         self.started = direction == "in"
+        #: Our REFER (we transfer this call): its target, and whether it was answered.
+        self.transfer_target = ""
+        self.refer_answered = False
 
     # -- state --------------------------------------------------------------
 
@@ -141,6 +151,8 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.state = _STATES.get(ci.state, CallStateName.CALLING)
         self.code = int(ci.lastStatusCode)
         self.reason = str(ci.lastReason)
+        if self.state is CallStateName.DISCONNECTED and self.end_reason is not None:
+            self.code, self.reason = self.end_reason
         try:
             if self.state is CallStateName.CONFIRMED and self.answer_time is None:
                 self.answer_time = time.time()
@@ -163,16 +175,19 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 continue
             status = _MEDIA_STATUS.get(mi.status, "none")
             self.media_status = status
+            self.media_dir = _DIRS.get(mi.dir, "inactive")
             if status in ("active", "remote_hold"):
-                self.connect_audio(index)
-            self.stack.emit(
-                MediaState(
-                    call=self.number,
-                    status=status,
-                    direction=_DIRS.get(mi.dir, "inactive"),
-                    codec=self._codec(index) if status != "none" else "",
+                self.connect_audio(index)  # every time: an update may bring a new slot
+            codec = self._codec(index) if status != "none" else ""
+            if (status, self.media_dir, codec) != self._media_reported:
+                # pjsua calls back again for an unchanged stream (the codec-narrowing
+                # UPDATE after a multi-codec answer): one event per real change.
+                self._media_reported = (status, self.media_dir, codec)
+                self.stack.emit(
+                    MediaState(
+                        call=self.number, status=status, direction=self.media_dir, codec=codec
+                    )
                 )
-            )
 
     def _codec(self, index: int) -> str:
         """``name/clock rate`` of the stream's codec (``audioCodecs`` adds channels)."""
@@ -217,6 +232,9 @@ class PjCall(pj.Call):  # type: ignore[misc]
     @callback
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         code, final = int(prm.statusCode), bool(prm.finalNotify)
+        if not self.refer_answered and not final and code == 100:
+            code = 202  # pjsua reports the far end's "202 Accepted" to our REFER as 100
+        self.refer_answered = True
         self.stack.emit(
             TransferProgress(
                 call=self.number,
@@ -224,6 +242,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 code=code,
                 reason=str(prm.reason),
                 final=final,
+                target=self.transfer_target,
             )
         )
         if final and 200 <= code < 300:

@@ -10,6 +10,7 @@ import pjsua2 as pj
 
 from ..errors import EngineError
 from ..events import CallStateName
+from .status import PJMEDIA_RTP_EREMNORFC2833
 
 if TYPE_CHECKING:
     from .account import PjAccount
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 DTMF_AUTO, DTMF_INBAND, DTMF_RFC2833, DTMF_INFO = 0, 1, 2, 3
 #: pjsua's buddy table holds 256 entries and aborts on the 257th.
 MAX_BUDDIES = 200
-_PJMEDIA_RTP_EREMNORFC2833 = 220111
 
 
 def require_confirmed(call: PjCall, what: str) -> None:
@@ -31,7 +31,7 @@ def require_confirmed(call: PjCall, what: str) -> None:
 def send_dtmf(call: PjCall, digits: str, method: int) -> str:
     """Send ``digits``; returns the method really used (auto falls back to in-band)."""
     require_confirmed(call, "DTMF")
-    if method == DTMF_INBAND:
+    if method == DTMF_INBAND or (method == DTMF_AUTO and not _remote_takes_rfc2833(call)):
         return _inband(call, digits)
     prm = pj.CallSendDtmfParam()
     prm.digits = digits
@@ -41,10 +41,25 @@ def send_dtmf(call: PjCall, digits: str, method: int) -> str:
     try:
         call.sendDtmf(prm)
     except pj.Error as exc:
-        if method == DTMF_AUTO and exc.status == _PJMEDIA_RTP_EREMNORFC2833:
+        if method == DTMF_AUTO and exc.status == PJMEDIA_RTP_EREMNORFC2833:
             return _inband(call, digits)
         raise
     return "info" if method == DTMF_INFO else "rfc2833"
+
+
+def _remote_takes_rfc2833(call: PjCall) -> bool:
+    """Did the far end's SDP offer telephone-event? (Asked first, so that auto mode
+    does not make pjsua log an error for every fallback; when in doubt, yes, and
+    ``sendDtmf``'s PJMEDIA_RTP_EREMNORFC2833 decides.)"""
+    ci = call.getInfo()  # bind first: iterating a temporary reads freed memory
+    media = ci.media
+    for index in range(len(media)):
+        if media[index].type == pj.PJMEDIA_TYPE_AUDIO:
+            try:
+                return int(call.getStreamInfo(index).audTxEventPt) >= 0
+            except pj.Error:
+                return True
+    return True
 
 
 def _inband(call: PjCall, digits: str) -> str:
@@ -77,6 +92,7 @@ def set_hold(call: PjCall, hold: bool) -> None:
 def transfer(call: PjCall, uri: str) -> None:
     require_confirmed(call, "transfer")
     call.xfer(uri, pj.CallOpParam(True))
+    call.transfer_target, call.refer_answered = uri, False
 
 
 class Messenger:

@@ -12,12 +12,21 @@ import pjsua2 as pj
 import structlog
 
 from ..errors import InvalidTargetError, SipError
+from .status import PJ_ETOOMANY
 
 log = structlog.get_logger("engine.pjsua2")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PJ_ETOOMANY = 70010
+__all__ = [
+    "MAX_HEADER",
+    "MAX_URI",
+    "PJ_ETOOMANY",
+    "callback",
+    "check_length",
+    "clear_last_exception",
+    "translate",
+]
 
 #: The longest URI or identity the engine hands to pjsua2, and the longest header.
 #: The wheel aborts in ``utilVerifySipUri`` on strings of ~850 characters, and

@@ -41,6 +41,7 @@ from ..events import (
 )
 from ..sipuri import split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
+from . import mediawatch
 from .account import PjAccount, build_config
 from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
@@ -56,6 +57,7 @@ from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import build_figures, probe_max_calls
 from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
+from .status import PJSIP_EBUSY
 from .thread import SipThread
 from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
 
@@ -69,7 +71,6 @@ T = TypeVar("T")
 
 IDLE_POLL_MS = 250
 BUSY_POLL_MS = 20
-PJSIP_EBUSY = 171001
 #: Seconds after which a transfer's call that pjsua never started is dropped.
 ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
@@ -120,6 +121,8 @@ class PjStack(SipThread):
         self.incoming_policy: IncomingPolicy = _ring
         #: ``autoHangUpTime``: hang up answered calls after this many seconds (0 = never).
         self.auto_hangup_time = 0.0
+        #: ``[Engine] mediaTimeout``: end a call whose far end sent no RTP this long (0 = off).
+        self.media_timeout = 0.0
         #: ``autoRecording``: returns the WAV path for a just-answered call, or None.
         self.auto_record: Callable[[CallSnapshot], str | None] | None = None
         self._call_numbers = itertools.count(1)
@@ -521,6 +524,11 @@ class PjStack(SipThread):
         call = self.call(number)
         if call.state is CallStateName.DISCONNECTED:
             return
+        if call.state is CallStateName.CONFIRMED and call.end_reason is None:
+            # pjsua reports DISCONNECTED as the BYE leaves, with an "OK" nobody sent (the
+            # far end's answer, 200 or 481, comes after the call is gone): the code stays
+            # the INVITE's 200, the reason says who ended the call.
+            call.end_reason = (call.code, reason or "hung up locally")
         prm = pj.CallOpParam()
         if code:
             prm.statusCode = code
@@ -534,6 +542,7 @@ class PjStack(SipThread):
             self.start_post_dial(call)
         if self.auto_hangup_time > 0:
             self.schedule(self.auto_hangup_time, functools.partial(self._auto_hangup, call.number))
+        mediawatch.start(self, call)
         if self.auto_record is not None and call.recorder is None:
             path = self.auto_record(call.snapshot())
             if path:
@@ -543,7 +552,7 @@ class PjStack(SipThread):
         call = self.calls.get(number)
         if call is not None and call.state is CallStateName.CONFIRMED:
             log.info("auto_hangup", call=number, after=self.auto_hangup_time)
-            self.hangup(number)
+            self.hangup(number, reason=f"autoHangUpTime: hung up after {self.auto_hangup_time:g} s")
 
     def start_post_dial(self, call: PjCall) -> None:
         """MicroSIP's timing: the first group 1 s after the answer, each next one
@@ -556,8 +565,15 @@ class PjStack(SipThread):
 
     def _post_dial(self, number: int, digits: str) -> None:
         call = self.calls.get(number)
-        if call is not None and call.state is CallStateName.CONFIRMED:
+        if call is None or call.state is not CallStateName.CONFIRMED:
+            return
+        try:
             send_dtmf(call, digits, call.dtmf_method)
+        except (pj.Error, EngineError) as exc:
+            # Nobody waits for post-dial digits (``microsip 602,1234`` has exited):
+            # the failure must be seen in the log, not lost in a timer.
+            error = translate("post-dial DTMF", exc) if isinstance(exc, pj.Error) else exc
+            log.warning("post_dial_dtmf_failed", call=number, digits=digits, error=error.message)
 
     def send_dtmf(self, number: int, digits: str, method: int) -> str:
         return send_dtmf(self.call(number), digits, method)
@@ -580,6 +596,7 @@ class PjStack(SipThread):
             if c.state is not CallStateName.CONFIRMED:
                 raise EngineError(f"call {c.number} is not answered", code="invalid_state")
         call.xferReplaces(other, pj.CallOpParam(True))
+        call.transfer_target, call.refer_answered = other.remote_uri, False
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
@@ -611,7 +628,7 @@ class PjStack(SipThread):
     def transfer_done(self, number: int) -> None:
         call = self.calls.get(number)
         if call is not None and call.state is not CallStateName.DISCONNECTED:
-            self.hangup(number)
+            self.hangup(number, reason="transferred")
 
     def send_message(self, account: int, uri: str, text: str) -> None:
         check_length("the message target", uri)

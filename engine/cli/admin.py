@@ -192,6 +192,8 @@ def _status(args: argparse.Namespace) -> int:
             f"call {c['call']}: {c['direction']} {c['remote_uri']} {c['state']}"
             f" {c.get('duration', 0):.0f} s"
         )
+    for warning in status.get("config_warnings", []):
+        print(f"warning:  {warning}")
     return 0
 
 

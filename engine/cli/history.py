@@ -1,10 +1,12 @@
 """``microsip-engine history [--json] [--limit N] [--db PATH] [--config INI]``.
 
 Reads the call history database directly, so it works whether or not an engine is
-running. The database is found as the engine finds it: ``--db``, else the
-configuration's ``[Engine] historyPath`` / ``dataDir`` (``--config``, else
-``$MICROSIP_INI``, the user file or the embedded default), else
-``$XDG_DATA_HOME/microsip-engine/history.sqlite3``.
+running. The database is: ``--db``; else the one named by ``--config``'s
+``[Engine] historyPath`` / ``dataDir``; else the one the running engine writes (it is
+asked over its control socket, ``--control`` or the default); else, with no engine
+answering, the one the configuration names (``$MICROSIP_INI``, the user file or the
+embedded default; else ``$XDG_DATA_HOME/microsip-engine/history.sqlite3``), and a
+note on stderr says so.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def add_parser(
     )
     parser.add_argument("--db", help="history database (default: from the configuration)")
     parser.add_argument("--config", help="microsip.ini used to find the database")
+    parser.add_argument("--control", help="control socket of the engine to ask for it")
     parser.set_defaults(func=run)
     return parser
 
@@ -49,8 +52,31 @@ def _database(args: argparse.Namespace) -> Path:
 
     if args.db:
         return Path(args.db)
-    config = load_config(getattr(args, "config", None))
-    return default_history_path(config.engine)
+    explicit = getattr(args, "config", None)
+    if not explicit:
+        running = _engine_history(getattr(args, "control", None))
+        if running is not None:
+            return running
+    path = default_history_path(load_config(explicit).engine)
+    if not explicit:
+        print(
+            f"no engine answers on its control socket: reading {path} "
+            "(the history the configuration names)",
+            file=sys.stderr,
+        )
+    return path
+
+
+def _engine_history(control: str | None) -> Path | None:
+    """The database the running engine writes, or None when no engine answers."""
+    from ..control import ControlClient, ControlError
+
+    try:
+        with ControlClient(control, timeout=3.0) as client:
+            where = client.request("status").get("history")
+    except ControlError:
+        return None
+    return Path(where) if isinstance(where, str) and where else None
 
 
 def run(args: argparse.Namespace) -> int:

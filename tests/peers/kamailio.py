@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from .probe import options_status
@@ -29,6 +30,22 @@ DEFAULT_USERS: dict[str, str] = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # A contact is "live" when usrloc reports a positive remaining lifetime.
 _CONTACT_RE = re.compile(r"Address:\s*(\S+)\s*\n\s*Expires:\s*(\S+)")
+
+
+# TLS 1.2 at least (the pjsua2 wheel's OpenSSL has nothing newer); clients unverified.
+_TLS_CFG = """\
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = {cert}
+private_key = {key}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
 
 
 def _check_token(kind: str, value: str) -> str:
@@ -55,16 +72,21 @@ class Kamailio:
         *,
         users: dict[str, str] | None = None,
         single_contact: bool = False,
+        tls: tuple[Path, Path] | None = None,
         kamailio: str = "kamailio",
         kamcmd: str = "kamcmd",
     ) -> None:
         self.workdir = workdir
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.single_contact = single_contact
+        #: (certificate, key) for a TLS listener on :attr:`tls_port`, or None.
+        self.tls = tls
+        self.tls_port = 0
         self._kamailio = kamailio
         self._kamcmd = kamcmd
         self.port = 0
         self.process: PeerProcess | None = None
+        self.restarts = 0
 
     # -- addresses -------------------------------------------------------
 
@@ -97,6 +119,9 @@ class Kamailio:
         text = text.replace("%%RUNDIR%%", str(self.workdir)).replace("%%USERS%%", users)
         cfg = self.workdir / "kamailio.cfg"
         cfg.write_text(text)
+        if self.tls is not None:
+            cert, key = self.tls
+            (self.workdir / "tls.cfg").write_text(_TLS_CFG.format(cert=cert, key=key))
         return cfg
 
     def start(self, timeout: float = 5.0) -> Kamailio:
@@ -107,8 +132,19 @@ class Kamailio:
         start_with_retry(lambda attempt: self._start_once(cfg, attempt, timeout))
         return self
 
-    def _start_once(self, cfg: Path, attempt: int, timeout: float) -> None:
-        self.port = free_port("both")
+    def restart(self, timeout: float = 5.0, *, down_for: float = 0.0) -> Kamailio:
+        """Stop and start again on the same port, ``down_for`` seconds later: every
+        registration (kept in memory) and every TCP connection is lost."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)  # the outage itself is what is being simulated
+        self.restarts += 1
+        cfg = self.workdir / "kamailio.cfg"
+        self._start_once(cfg, 100 + self.restarts, timeout, port=self.port)
+        return self
+
+    def _start_once(self, cfg: Path, attempt: int, timeout: float, port: int = 0) -> None:
+        self.port = port or free_port("both")
         listen = f"127.0.0.1:{self.port}"
         argv: list[str | Path] = [
             self._kamailio,
@@ -127,6 +163,9 @@ class Kamailio:
         argv += ["-l", f"udp:{listen}", "-l", f"tcp:{listen}"]
         if self.single_contact:
             argv += ["-A", "SINGLE_CONTACT"]
+        if self.tls is not None:
+            self.tls_port = self.tls_port if port else free_port("tcp")
+            argv += ["-A", "WITH_TLS", "-l", f"tls:127.0.0.1:{self.tls_port}"]
         process = PeerProcess(f"kamailio-{attempt}", argv, self.workdir)
         self.process = process
         try:
