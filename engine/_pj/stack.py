@@ -46,6 +46,7 @@ from .call import PjCall
 from .control import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
 from .guard import PJ_ETOOMANY, clear_last_exception, translate
+from .inbound import Fault, ReleaseGate, StartThrottle
 from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import probe_max_calls
@@ -137,6 +138,8 @@ class PjStack(SipThread):
         self.sound: SoundDevices | None = None
         self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
+        self.release_gate = ReleaseGate()
+        self.start_throttle = StartThrottle()
 
     def start(self, timeout: float = 10.0) -> Limits:
         self.start_thread(timeout)
@@ -158,6 +161,11 @@ class PjStack(SipThread):
 
     def _handle_events(self, ms: int) -> None:
         assert self.endpoint is not None
+        pause = self.start_throttle.pause(time.monotonic())
+        if pause > 0:  # too many calls started lately: read no SIP for now
+            self.start_throttle.paused += 1
+            time.sleep(min(pause, ms / 1000))
+            return
         self.endpoint.libHandleEvents(ms)
 
     def _after_events(self) -> None:
@@ -394,6 +402,7 @@ class PjStack(SipThread):
                 # Raised outside the except block: no chained pj.Error (and its frames
                 # holding this Call) may travel to the caller's thread.
                 raise failure
+            self.start_throttle.started(time.monotonic())
             self.claim_slot(call)
             call.started = True
             call.post_dial, call.dtmf_method = post_dial, dtmf_method
@@ -404,6 +413,7 @@ class PjStack(SipThread):
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
         call = PjCall(self, pj_acc.index, pj_acc, call_id, "in")
+        self.start_throttle.started(time.monotonic())
         self.claim_slot(call)
         self.calls[call.number] = call
         return call
@@ -417,10 +427,13 @@ class PjStack(SipThread):
             if isinstance(old, PjCall) and old is not call and old.getId() == slot:
                 old.thisown = False
 
-    def decide_incoming(self, call: PjCall, message: str) -> None:
+    def decide_incoming(self, call: PjCall, message: str, fault: Fault | None = None) -> None:
         assert self.limits is not None
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
-        if len(active) > self.limits.max_calls:
+        if fault is not None:
+            decision = Decision("reject", fault.code, f"malformed INVITE: {fault.phrase}")
+            decision = dataclasses.replace(decision, phrase=fault.phrase)
+        elif len(active) > self.limits.max_calls:
             decision = Decision("reject", 486, "over the engine's call capacity")
         else:
             try:
@@ -438,9 +451,12 @@ class PjStack(SipThread):
                 target=decision.contact,
             )
         )
-        self.apply_decision(call, decision)
+        headers = fault.headers if fault is not None else ()
+        self.apply_decision(call, decision, headers)
 
-    def apply_decision(self, call: PjCall, decision: Decision) -> None:
+    def apply_decision(
+        self, call: PjCall, decision: Decision, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         if decision.delay > 0:
             now = dataclasses.replace(decision, delay=0)
             self.answer(call.number, 180)
@@ -448,10 +464,40 @@ class PjStack(SipThread):
             return
         if decision.action in ("ring", "answer"):
             self.answer(call.number, 180 if decision.action == "ring" else 200)
-        elif decision.action == "forward":
-            self.redirect(call.number, decision.contact, decision.code)
         else:
-            self.hangup(call.number, decision.code, decision.phrase)
+            if decision.action == "forward":
+                headers = (("Contact", f"<{decision.contact}>"),)
+            self.end_new_call(call.number, decision.code, decision.phrase, headers)
+
+    def end_new_call(
+        self, number: int, code: int, phrase: str = "", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Send a final response (>= 300) to a call not yet answered - later, never
+        now: this may run inside ``onIncomingCall``, and pjsua2 cannot survive a call
+        ending there (see :mod:`engine._pj.inbound`). The release gate spaces the
+        ends out; a call waiting for its turn keeps its slot, so pjsua answers
+        further INVITEs 486 itself, before creating media for them."""
+        wait = self.release_gate.reserve(time.monotonic())
+        end = functools.partial(self._end_new_call, number, code, phrase, headers)
+        self.schedule(wait, end)
+
+    def _end_new_call(
+        self, number: int, code: int, phrase: str, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        call = self.calls.get(number)
+        if call is None or call.state not in (CallStateName.INCOMING, CallStateName.EARLY):
+            return  # cancelled or ended meanwhile
+        # Through answer(), not hangup(): pjsua's path for refusing an unanswered
+        # call, and the only one where headers such as Contact (3xx) stand.
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        if phrase:
+            prm.reason = phrase
+        for name, value in headers:
+            hdr = pj.SipHeader()
+            hdr.hName, hdr.hValue = name, value
+            prm.txOption.headers.append(hdr)
+        call.answer(prm)
 
     def _apply_later(self, number: int, decision: Decision) -> None:
         call = self.calls.get(number)
@@ -469,20 +515,6 @@ class PjStack(SipThread):
         prm.statusCode = code
         call.answer(prm)
         return call.snapshot()
-
-    def redirect(self, number: int, target: str, code: int = 302) -> None:
-        """Answer a ringing call with a 3xx whose Contact is ``target``.
-
-        Through ``answer``, not ``hangup``: only the answer path lets our Contact
-        header stand in the response (pjsua's own sample does the same).
-        """
-        call = self.call(number)
-        prm = pj.CallOpParam(True)
-        prm.statusCode = code
-        hdr = pj.SipHeader()
-        hdr.hName, hdr.hValue = "Contact", f"<{target}>"
-        prm.txOption.headers.append(hdr)
-        call.answer(prm)
 
     def hangup(self, number: int, code: int = 0, reason: str = "") -> None:
         pending = self.calls.get(number)
