@@ -451,12 +451,9 @@ class PjStack(SipThread):
                 target=decision.contact,
             )
         )
-        headers = fault.headers if fault is not None else ()
-        self.apply_decision(call, decision, headers)
+        self.apply_decision(call, decision)
 
-    def apply_decision(
-        self, call: PjCall, decision: Decision, headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
+    def apply_decision(self, call: PjCall, decision: Decision) -> None:
         if decision.delay > 0:
             now = dataclasses.replace(decision, delay=0)
             self.answer(call.number, 180)
@@ -465,8 +462,8 @@ class PjStack(SipThread):
         if decision.action in ("ring", "answer"):
             self.answer(call.number, 180 if decision.action == "ring" else 200)
         else:
-            if decision.action == "forward":
-                headers = (("Contact", f"<{decision.contact}>"),)
+            forward = decision.action == "forward"
+            headers = (("Contact", f"<{decision.contact}>"),) if forward else ()
             self.end_new_call(call.number, decision.code, decision.phrase, headers)
 
     def end_new_call(

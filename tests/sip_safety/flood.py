@@ -76,3 +76,18 @@ def idle_after(engine: ServeProcess, timeout: float) -> float:
             if time.monotonic() - start > timeout:
                 raise AssertionError(f"{calls} calls still up {timeout} s after the burst")
             time.sleep(0.05)
+
+
+def answered_call_completes(factory: SippFactory, engine: ServeProcess) -> None:
+    """DND off, AA on: an ordinary call is answered 200, talks, and ends."""
+    with contextlib.closing(engine.client()) as client:
+        client.request("toggle", name="DND", on=False)
+        client.request("toggle", name="AA", on=True)
+    sipp = factory.uac(
+        f"sip:test@127.0.0.1:{sip_port(engine, 'udp')}",
+        "uac_policy",
+        hold_ms=500,
+        params={"caller": "afterwards", "headers": "Subject: after the flood"},
+    )
+    result = sipp.wait(30)
+    assert (result.successful, result.failed, result.received("200", 0)) == (1, 0, 1), result

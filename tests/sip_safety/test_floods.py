@@ -8,34 +8,18 @@ and the DND bursts here died within their first second.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 from enginekit import ServeProcess
 from peers.sipp import SippFactory
 
-from .flood import Burst, idle_after, run_burst
-from .wire import alive, ini, sip_port
+from .flood import Burst, answered_call_completes, idle_after, run_burst
+from .wire import alive, ini
 
 SECONDS = 5.0
 #: Generous: the engine needs well under a second here; the machine may be busy.
 IDLE_WITHIN = 2.0
-
-
-def answered_call_completes(factory: SippFactory, engine: ServeProcess) -> None:
-    """DND off, AA on: an ordinary call is answered 200, talks, and ends."""
-    with contextlib.closing(engine.client()) as client:
-        client.request("toggle", name="DND", on=False)
-        client.request("toggle", name="AA", on=True)
-    sipp = factory.uac(
-        f"sip:test@127.0.0.1:{sip_port(engine, 'udp')}",
-        "uac_policy",
-        hold_ms=500,
-        params={"caller": "afterwards", "headers": "Subject: after the flood"},
-    )
-    result = sipp.wait(30)
-    assert (result.successful, result.failed, result.received("200", 0)) == (1, 0, 1), result
 
 
 @pytest.mark.parametrize("rate", [100, 200])
