@@ -7,6 +7,9 @@ Prints one JSON document. Figures (medians where repeated):
 * dial → CONFIRMED on loopback against a SIPp UAS: ``CallManager.dial`` vs a bare
   ``makeCall``;
 * the ``microsip /answer`` round trip against a running engine vs ``python -c pass``;
+* the highest rate of INVITEs (each with SDP, from distinct callers, all refused
+  with DND on: the costliest kind) the engine answers without loss, 3 s at each
+  rate from 50/s doubling until a run loses one (``tests/sip_safety``);
 * when mingw-w64 and Wine are present, ``SendMessage(WM_COPYDATA)`` → reply for
   ``dwData=1`` through the ``MicroSIP.exe`` shim (median over many messages).
 
@@ -212,6 +215,8 @@ def main() -> int:
     parser.add_argument("--dials", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--copydata", type=int, default=500, help="WM_COPYDATA messages")
+    parser.add_argument("--invite-seconds", type=float, default=3.0, help="0 skips the INVITE rate")
+    parser.add_argument("--invite-max", type=int, default=12800, help="highest INVITE rate tried")
     args = parser.parse_args()
     if args.engine_dial:
         engine_dial_child(args.engine_dial[0], args.engine_dial[1], int(args.engine_dial[2]))
@@ -244,9 +249,63 @@ def main() -> int:
             "cli_answer_ms": "median < 50 ms",
         },
     }
+    report["inbound_invites"] = invite_rate(args.invite_seconds, args.invite_max)
     report["wm_copydata_dwdata1"] = copydata_round_trip(args.copydata)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def invite_rate(seconds: float, highest: int) -> dict[str, Any] | str:
+    """The highest INVITE rate answered without loss: every INVITE a final response,
+    no failed SIPp call, the engine alive (a fresh engine per rate)."""
+    if seconds <= 0:
+        return "skipped (--invite-seconds 0)"
+    from enginekit import ServeProcess
+    from sip_safety.flood import Burst, run_burst
+    from sip_safety.wire import ini
+
+    runs: list[dict[str, Any]] = []
+    best = clean = 0
+    rate = 50
+    with tempfile.TemporaryDirectory(prefix="bench-invites-") as tmpdir:
+        while rate <= highest:
+            where = Path(tmpdir) / str(rate)
+            where.mkdir()
+            engine = ServeProcess(where, ini(denyIncoming="button", DND=1))
+            factory = SippFactory(where / "sipp")
+            burst = Burst(rate, seconds, caller="c[call_number]")
+            try:
+                result = run_burst(factory, engine, burst)
+            except Exception as exc:  # SIPp gave up: this rate lost INVITEs
+                result = None
+                error = str(exc).splitlines()[0][:200]
+            finally:
+                factory.stop_all()
+                died = engine.proc.poll() is not None
+                engine.stop()
+            run: dict[str, Any] = {"rate": rate, "invites": burst.calls, "engine_died": died}
+            if result is None:
+                run["error"] = error
+            else:
+                run |= {
+                    "answered": result.successful,
+                    "failed": result.failed,
+                    "invite_retransmissions": result.counts.get("0_INVITE_Retrans", 0),
+                }
+            runs.append(run)
+            lossless = result is not None and not died and result.successful == burst.calls
+            if not lossless or result is None or result.failed:
+                break
+            best_before, best = best, rate
+            if clean == best_before and not run["invite_retransmissions"]:
+                clean = rate
+            rate *= 2
+    return {
+        "highest_lossless_rate_per_s": best,
+        "highest_rate_without_retransmission_per_s": clean,
+        "seconds_per_rate": seconds,
+        "runs": runs,
+    }
 
 
 def copydata_round_trip(messages: int) -> dict[str, Any] | str:

@@ -22,10 +22,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-#: Calls the engine may end per :data:`RELEASE_WINDOW` seconds: 16 calls are 32
-#: sockets waiting out pjlib's 500 ms, plus 8 of 4 live calls, below the 64 slots.
-RELEASE_BUDGET = 16
-RELEASE_WINDOW = 0.6
+#: Calls that may start per :data:`WINDOW` seconds: 16 calls are 32 sockets waiting
+#: out pjlib's 500 ms, plus 8 of 4 live calls, well below the 64 slots.
+START_BUDGET = 16
+WINDOW = 0.6
+#: Calls the engine may end per window: fewer than may start, less the 4 pjsua
+#: slots, so that the engine's own refusals never make the SIP thread pause.
+RELEASE_BUDGET = 10
 
 #: Headers RFC 3261 allows once in a request (long and compact forms).
 _SINGLE = {
@@ -55,7 +58,7 @@ class Fault:
 class ReleaseGate:
     """At most ``budget`` call ends in any ``window`` seconds; later ones wait."""
 
-    def __init__(self, budget: int = RELEASE_BUDGET, window: float = RELEASE_WINDOW) -> None:
+    def __init__(self, budget: int = RELEASE_BUDGET, window: float = WINDOW) -> None:
         self.budget = budget
         self.window = window
         self._slots: collections.deque[float] = collections.deque()
@@ -82,7 +85,7 @@ class StartThrottle:
     thread stops reading SIP until the window has room again: the INVITEs wait in
     the socket (UDP retransmits the ones the kernel drops)."""
 
-    def __init__(self, budget: int = RELEASE_BUDGET, window: float = RELEASE_WINDOW) -> None:
+    def __init__(self, budget: int = START_BUDGET, window: float = WINDOW) -> None:
         self.budget = budget
         self.window = window
         self._starts: collections.deque[float] = collections.deque()

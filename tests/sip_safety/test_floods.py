@@ -49,8 +49,9 @@ def test_invite_burst(
         # Calls the caller itself CANCELs the moment they ring: pjsua frees their
         # sockets at once, whatever the engine decides.
         Burst(200, SECONDS, caller="c[call_number]", ring_ms=0),
+        Burst(500, SECONDS, caller="c[call_number]", ring_ms=0, transport="tcp"),
     ],
-    ids=["no-sdp-tcp-dnd", "cancel-at-once"],
+    ids=["no-sdp-tcp-dnd", "cancel-at-once", "cancel-at-once-tcp-500"],
 )
 def test_other_floods(tmp_path: Path, sipp_factory: SippFactory, burst: Burst) -> None:
     dnd = 0 if burst.ring_ms == 0 else 1

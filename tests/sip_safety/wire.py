@@ -9,6 +9,7 @@ writes SIP by hand; these tests do, to see what it answers.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import time
 import uuid
@@ -32,6 +33,10 @@ def ini(**settings: object) -> str:
     """A loopback engine's microsip.ini; ``settings`` are extra ``[Settings]`` keys."""
     base: dict[str, object] = {"accountId": 0, "enableLocalAccount": 1, "sourcePort": 0}
     base["audioCodecs"] = "PCMU/8000/1"
+    # RTP in a range of its own: other engines on the machine crowd the default
+    # 4000+, and a call whose media cannot bind is answered 500.
+    low = random.randrange(20000, 60000, 2)
+    base |= {"rtpPortMin": low, "rtpPortMax": low + 400}
     base.update(settings)
     lines = ["[Settings]"]
     lines += [f"{k}={v}" for k, v in base.items() if not k.startswith("Account")]
