@@ -42,7 +42,8 @@ def _request(method: str, *headers: str, cseq: str = "", uri: str = "") -> str:
 @dataclass(frozen=True)
 class Torture:
     name: str
-    #: RFC 4475 section the message belongs to.
+    #: The RFC 4475 category: 3.1.1 valid, 3.1.2 invalid, 3.2 transaction layer,
+    #: 3.3 application layer, 3.4 backward compatibility ("-": none of them).
     section: str
     text: str
     expect: int | None
@@ -71,7 +72,7 @@ CORPUS: tuple[Torture, ...] = (
     # 3.1.1 Valid messages: parsed and handed to the policy (486 here).
     Torture(
         "folded-compact-whitespace",
-        "3.1.1.1",
+        "3.1.1",
         "\r\n".join(
             [
                 "INVITE sip:test@127.0.0.1:{port};unknownparam=x SIP/2.0",
@@ -97,35 +98,35 @@ CORPUS: tuple[Torture, ...] = (
     ),
     Torture(
         "escaped-user-and-null",
-        "3.1.1.3",
+        "3.1.1",
         _invite(uri="sip:te%73t%00x@127.0.0.1:{port}"),
         486,
         "engine",
     ),
     Torture(
         "unknown-header-params-and-unreason",
-        "3.1.1.12",
+        "3.1.1",
         _invite("Foo-Bar: ;;a=b;;", "Subject: =?utf-8?q?x?= \u00e9\u00e8 caf\u00e9"),
         486,
         "engine",
     ),
     Torture(
         "bad-date-is-ignored",
-        "3.1.2.13",
+        "3.1.2",
         _invite("Date: Fri, 01 Jan 2010 16:00:00 EST"),
         486,
         "engine",
     ),
     Torture(
         "max-forwards-zero",
-        "3.2.1",
+        "3.3",
         _invite().replace("Max-Forwards: 70", "Max-Forwards: 0"),
         486,
         "engine",
     ),
     Torture(
         "rfc2543-branchless",
-        "3.4.1",
+        "3.2",
         _invite().replace(";branch=z9hG4bK{branch}", ""),
         486,
         "engine",
@@ -133,7 +134,7 @@ CORPUS: tuple[Torture, ...] = (
     # 3.1.2 Invalid messages.
     Torture(
         "content-length-larger-than-body",
-        "3.1.2.2",
+        "3.1.2",
         _invite(tail="Content-Type: application/sdp\r\nContent-Length: 9999\r\n\r\n{body}"),
         400,
         "engine",
@@ -141,7 +142,7 @@ CORPUS: tuple[Torture, ...] = (
     ),
     Torture(
         "negative-content-length",
-        "3.1.2.3",
+        "3.1.2",
         _invite(tail="Content-Type: application/sdp\r\nContent-Length: -999\r\n\r\n{body}"),
         None,
         "pjsip",
@@ -149,61 +150,59 @@ CORPUS: tuple[Torture, ...] = (
     ),
     Torture(
         "huge-cseq",
-        "3.1.2.4",
+        "3.1.2",
         _invite().replace("CSeq: 1 INVITE", "CSeq: 36893488147419103232 INVITE"),
         None,
         "pjsip",
     ),
-    Torture("duplicate-call-id", "3.1.2.19", _invite("Call-ID: other-{cid}"), 400, "engine"),
-    Torture(
-        "duplicate-from", "3.1.2.19", _invite("From: <sip:other@127.0.0.1>;tag=zz"), 400, "engine"
-    ),
-    Torture("duplicate-to", "3.1.2.19", _invite("To: <sip:other@127.0.0.1>"), 400, "engine"),
+    Torture("duplicate-call-id", "3.3", _invite("Call-ID: other-{cid}"), 400, "engine"),
+    Torture("duplicate-from", "3.3", _invite("From: <sip:other@127.0.0.1>;tag=zz"), 400, "engine"),
+    Torture("duplicate-to", "3.3", _invite("To: <sip:other@127.0.0.1>"), 400, "engine"),
     Torture(
         "duplicate-cseq",
-        "3.1.2.19",
+        "3.3",
         _invite().replace("CSeq: 1 INVITE", "CSeq: 1 INVITE\r\nCSeq: 2 INVITE"),
         400,
         "engine",
     ),
     Torture(
         "cseq-method-mismatch",
-        "3.1.2.17",
+        "3.1.2",
         _invite().replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS"),
         500,
         "pjsip",
     ),
     Torture(
         "unknown-method-cseq-mismatch",
-        "3.1.2.18",
+        "3.1.2",
         _request("NEWMETHOD", cseq="1 INVITE"),
         None,
         "pjsip",
     ),
     Torture(
         "bad-sip-version",
-        "3.1.2.16",
+        "3.1.2",
         _invite().replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia", 1),
         None,
         "pjsip",
     ),
     Torture(
         "spaces-in-request-uri",
-        "3.1.2.6",
+        "3.1.2",
         _invite(uri="sip:te st@127.0.0.1:{port}"),
         None,
         "pjsip",
     ),
     Torture(
         "missing-call-id",
-        "3.1.2.9",
+        "3.3",
         _invite().replace("Call-ID: {cid}\r\n", "X-Lost-Call-ID: {cid}\r\n"),
         None,
         "pjsip",
     ),
     Torture(
         "unterminated-quoted-display-name",
-        "3.1.2.11",
+        "3.1.2",
         _invite().replace("From: <sip:", 'From: "caller <sip:'),
         None,
         "pjsip",
@@ -211,47 +210,43 @@ CORPUS: tuple[Torture, ...] = (
     # 3.3 Application-layer semantics.
     Torture(
         "unknown-request-uri-scheme",
-        "3.3.1",
+        "3.3",
         _invite(uri="nobody:opaque-{port}"),
         None,
         "pjsip",
     ),
-    Torture(
-        "require-unknown-extension", "3.3.3", _invite("Require: nosuchextension"), 420, "pjsip"
-    ),
+    Torture("require-unknown-extension", "3.3", _invite("Require: nosuchextension"), 420, "pjsip"),
     Torture(
         "second-require-unknown",
-        "3.3.3",
+        "3.3",
         _invite("Require: timer", "Require: nosuchextension"),
         420,
         "pjsip",
     ),
     Torture(
         "unknown-content-type",
-        "3.3.4",
+        "3.3",
         _invite(tail="Content-Type: application/x-unknown\r\nContent-Length: 4\r\n\r\nabcd"),
         415,
         "pjsip",
     ),
-    Torture("invite-without-sdp", "3.3.5", _invite(tail=NO_BODY), 486, "engine"),
-    Torture("unknown-method", "3.3.2", _request("NEWMETHOD"), None, "pjsip"),
+    Torture("invite-without-sdp", "-", _invite(tail=NO_BODY), 486, "engine"),
+    Torture("unknown-method", "3.3", _request("NEWMETHOD"), None, "pjsip"),
     Torture(
         "register-to-a-phone",
-        "3.3.2",
+        "3.3",
         _request("REGISTER", uri="sip:127.0.0.1:{port}"),
         None,
         "pjsip",
     ),
     Torture(
         "options-require-unknown",
-        "3.3.3",
+        "3.3",
         _request("OPTIONS", "Require: nosuchextension"),
         200,
         "pjsip",
     ),
-    Torture("options", "3.3.2", _request("OPTIONS"), 200, "pjsip"),
-    Torture("bye-outside-a-dialog", "3.3.2", _request("BYE"), None, "pjsip"),
-    Torture(
-        "cancel-unknown-transaction", "3.3.2", _request("CANCEL", cseq="1 CANCEL"), 481, "pjsip"
-    ),
+    Torture("options", "3.3", _request("OPTIONS"), 200, "pjsip"),
+    Torture("bye-outside-a-dialog", "3.3", _request("BYE"), None, "pjsip"),
+    Torture("cancel-unknown-transaction", "3.3", _request("CANCEL", cseq="1 CANCEL"), 481, "pjsip"),
 )
