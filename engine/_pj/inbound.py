@@ -14,7 +14,7 @@ Three facts of the pjsua2 wheel (the README's "SIP input safety" has the figures
   pjsua slot, so that pjsua itself answers the excess 486 without creating media.
 * PJSIP accepts an INVITE with duplicated single-value headers, or (over UDP) a
   body shorter than its Content-Length; RFC 3261 wants a 400 for those (RFC 4475
-  §3.1.2.2, §3.1.2.19): :func:`check_invite` names the fault.
+  tests both): :func:`check_invite` names the fault.
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ class StartThrottle:
         self.budget = budget
         self.window = window
         self._starts: collections.deque[float] = collections.deque()
-        self.paused = 0
 
     def started(self, now: float) -> None:
         self._starts.append(now)
@@ -103,8 +102,8 @@ class StartThrottle:
         return max(0.0, self._starts[-self.budget] + self.window - now)
 
 
-def _split(whole: str) -> tuple[str, list[tuple[str, str]], str]:
-    """Request line, unfolded headers (name, value), body (as received)."""
+def _split(whole: str) -> tuple[list[tuple[str, str]], str]:
+    """Unfolded headers (lower-case name, value) and the body, as received."""
     head, sep, body = whole.partition("\r\n\r\n")
     if not sep:
         head, _, body = whole.partition("\n\n")
@@ -117,7 +116,7 @@ def _split(whole: str) -> tuple[str, list[tuple[str, str]], str]:
         elif ":" in line:
             name, _, value = line.partition(":")
             headers.append((name.strip().lower(), value.strip()))
-    return lines[0], headers, body
+    return headers, body
 
 
 def check_invite(whole: str) -> Fault | None:
@@ -126,7 +125,7 @@ def check_invite(whole: str) -> Fault | None:
     Only what reaches us: PJSIP itself drops a bad SIP version, an unknown URI
     scheme or a number-less CSeq, answers an unknown ``Require`` 420 and a CSeq
     method that does not match 500 (the README's RFC 4475 table)."""
-    _, headers, body = _split(whole)
+    headers, body = _split(whole)
     seen = collections.Counter(_SINGLE[n] for n, _ in headers if n in _SINGLE)
     for name, count in seen.items():
         if count > 1:

@@ -163,7 +163,6 @@ class PjStack(SipThread):
         assert self.endpoint is not None
         pause = self.start_throttle.pause(time.monotonic())
         if pause > 0:  # too many calls started lately: read no SIP for now
-            self.start_throttle.paused += 1
             time.sleep(min(pause, ms / 1000))
             return
         self.endpoint.libHandleEvents(ms)
@@ -431,8 +430,8 @@ class PjStack(SipThread):
         assert self.limits is not None
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
         if fault is not None:
-            decision = Decision("reject", fault.code, f"malformed INVITE: {fault.phrase}")
-            decision = dataclasses.replace(decision, phrase=fault.phrase)
+            why = f"malformed INVITE: {fault.phrase}"
+            decision = Decision("reject", fault.code, why, phrase=fault.phrase)
         elif len(active) > self.limits.max_calls:
             decision = Decision("reject", 486, "over the engine's call capacity")
         else:
