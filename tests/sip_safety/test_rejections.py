@@ -38,11 +38,11 @@ def start(tmp_path: Path) -> Iterator[Callable[[str], ServeProcess]]:
             engine.stop()
 
 
-def refused(peer: Peer, **kw: object) -> Response:
-    call_id, msg = invite(peer, **kw)  # type: ignore[arg-type]
+def refused(peer: Peer, caller: str = "alice", user: str = "test", sdp: bool = True) -> Response:
+    call_id, msg = invite(peer, caller=caller, user=user, sdp=sdp)
     peer.send(msg)
     response = peer.final(call_id)
-    assert response is not None, f"no final response to {kw}"
+    assert response is not None, f"no final response to {caller}'s INVITE (sdp={sdp})"
     ack(peer, response)
     return response
 
