@@ -12,7 +12,7 @@ import pytest
 from enginekit import ServeProcess
 from peers.sipp import SippFactory
 
-from .flood import answered_call_completes
+from .flood import answered_call_completes, idle_after
 from .torture import CORPUS, Torture
 from .wire import Peer, Transport, ack, alive, ini, sip_port
 
@@ -97,6 +97,9 @@ def test_mutated_messages_then_a_call(
                 peer.close()
                 peer = Peer(transport, port)
         alive(proc)
+        # Sent without waiting for answers: the engine may still be working through
+        # the backlog (refusals are spaced out), so wait until it is idle.
+        idle_after(proc, 10.0)
         answered_call_completes(sipp_factory, proc)
         alive(proc)
     finally:
