@@ -162,3 +162,20 @@ def test_retired_account_answers_480(
             alive(engine)
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_immediate_forwarding_with_and_without_sdp(
+    start: Callable[[str], ServeProcess], transport: Transport
+) -> None:
+    """A 302 ends the call just like a refusal, and went out on the same path."""
+    engine = start(ini(forwarding="all", forwardingNumber="sip:555@127.0.0.1:9"))
+    peer = Peer(transport, sip_port(engine, transport))
+    try:
+        for n, sdp in enumerate((False, True, False)):
+            response = refused(peer, caller=f"f{n}", sdp=sdp)
+            assert response.code == 302, response.text
+            assert "sip:555@127.0.0.1:9" in (response.header("Contact") or ""), response.text
+            alive(engine)
+    finally:
+        peer.close()
