@@ -11,6 +11,10 @@ Prints one JSON document. Figures (medians where repeated):
   clients x 100 requests (p50/p99/max, throughput, engine CPU per request), and
   a new client's connect + ``status`` beside 64 idle connections and beside 128
   (every slot: one gives way) (``--status-only`` runs just these);
+* the highest rate of INVITEs (each with SDP, from distinct callers, all refused
+  with DND on: the costliest kind) the engine answers without loss, 3 s at each
+  rate from 50/s doubling until a run loses one (``tests/sip_safety``), with the
+  rate SIPp achieved (it may fall short of the rate asked of it);
 * when mingw-w64 and Wine are present, ``SendMessage(WM_COPYDATA)`` → reply for
   ``dwData=1`` through the ``MicroSIP.exe`` shim (median over many messages).
 
@@ -410,6 +414,8 @@ def main() -> int:
     parser.add_argument("--status-only", action="store_true", help="only the control figures")
     parser.add_argument("--engine-src", help="run the status figures' engine from this tree")
     parser.add_argument("--status-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--invite-seconds", type=float, default=3.0, help="0 skips the INVITE rate")
+    parser.add_argument("--invite-max", type=int, default=6400, help="highest INVITE rate tried")
     args = parser.parse_args()
     if args.engine_dial:
         engine_dial_child(args.engine_dial[0], args.engine_dial[1], int(args.engine_dial[2]))
@@ -457,9 +463,72 @@ def main() -> int:
         report["control_status"] = control_status_figures(
             Path(tmpdir), args.status_clients, args.status_requests
         )
+    report["inbound_invites"] = invite_rate(args.invite_seconds, args.invite_max)
     report["wm_copydata_dwdata1"] = copydata_round_trip(args.copydata)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def invite_rate(seconds: float, highest: int) -> dict[str, Any] | str:
+    """The highest INVITE rate answered without loss: every INVITE a final response,
+    no failed SIPp call, the engine alive (a fresh engine per rate)."""
+    if seconds <= 0:
+        return "skipped (--invite-seconds 0)"
+    from enginekit import ServeProcess
+    from sip_safety.flood import Burst, run_burst
+    from sip_safety.wire import ini
+
+    runs: list[dict[str, Any]] = []
+    best = clean = 0
+    rate = 50
+    with tempfile.TemporaryDirectory(prefix="bench-invites-") as tmpdir:
+        while rate <= highest:
+            where = Path(tmpdir) / str(rate)
+            where.mkdir()
+            engine = ServeProcess(where, ini(denyIncoming="button", DND=1))
+            factory = SippFactory(where / "sipp")
+            burst = Burst(rate, seconds, caller="c[call_number]")
+            started = time.monotonic()
+            try:
+                result = run_burst(factory, engine, burst)
+            except Exception as exc:  # SIPp gave up: this rate lost INVITEs
+                result = None
+                error = str(exc).splitlines()[0][:200]
+            finally:
+                factory.stop_all()
+                died = engine.proc.poll() is not None
+                engine.stop()
+            took = time.monotonic() - started
+            # SIPp may not reach the rate asked of it: what it achieved, first INVITE
+            # to last final answer (a lower bound of the rate it sent at).
+            run: dict[str, Any] = {
+                "rate": rate,
+                "invites": burst.calls,
+                "achieved_per_s": round(burst.calls / took),
+                "engine_died": died,
+            }
+            if result is None:
+                run["error"] = error
+            else:
+                run |= {
+                    "answered": result.successful,
+                    "failed": result.failed,
+                    "invite_retransmissions": result.counts.get("0_INVITE_Retrans", 0),
+                }
+            runs.append(run)
+            lossless = result is not None and not died and result.successful == burst.calls
+            if not lossless or result is None or result.failed:
+                break
+            best_before, best = best, rate
+            if clean == best_before and not run["invite_retransmissions"]:
+                clean = rate
+            rate *= 2
+    return {
+        "highest_lossless_rate_per_s": best,
+        "highest_rate_without_retransmission_per_s": clean,
+        "seconds_per_rate": seconds,
+        "runs": runs,
+    }
 
 
 def copydata_round_trip(messages: int) -> dict[str, Any] | str:

@@ -21,6 +21,7 @@ from ..events import (
 from ..sipuri import header_value, split_name_addr, user_part
 from ..state import AccountSnapshot
 from .guard import callback
+from .inbound import check_invite
 from .status import PJSIP_EBUSY
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         call = self.stack.adopt_incoming(self, int(prm.callId))
         if self.retired:  # switched away from: as if it no longer existed
-            self.stack.hangup(call.number, 480, "Temporarily Unavailable")
+            self.stack.end_new_call(call.number, 480, "Temporarily Unavailable")
             return
         whole = str(prm.rdata.wholeMsg)
         ci = call.getInfo()
@@ -281,7 +282,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
                 to_uri=split_name_addr(str(ci.localUri))[1],
             )
         )
-        self.stack.decide_incoming(call, whole)
+        self.stack.decide_incoming(call, whole, check_invite(whole))
 
     @callback
     def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:

@@ -48,11 +48,13 @@ from .control import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
 from .guard import (
     MAX_HEADER,
+    MAX_URI,
     PJ_ETOOMANY,
     check_length,
     clear_last_exception,
     translate,
 )
+from .inbound import Fault, ReleaseGate, StartThrottle
 from .logwriter import StructlogWriter, log_config
 from .mixer import Mixer
 from .probe import build_figures, probe_max_calls
@@ -144,6 +146,8 @@ class PjStack(SipThread):
         #: The build's compile-time figures (accounts are refused past its
         #: PJSUA_MAX_ACC: the wheel aborts on the next one).
         self.build = build_figures()
+        self.release_gate = ReleaseGate()
+        self.start_throttle = StartThrottle()
 
     def start(self, timeout: float = 10.0) -> Limits:
         self.start_thread(timeout)
@@ -165,6 +169,10 @@ class PjStack(SipThread):
 
     def _handle_events(self, ms: int) -> None:
         assert self.endpoint is not None
+        pause = self.start_throttle.pause(time.monotonic())
+        if pause > 0:  # too many calls started lately: read no SIP for now
+            time.sleep(min(pause, ms / 1000))
+            return
         self.endpoint.libHandleEvents(ms)
 
     def _after_events(self) -> None:
@@ -426,6 +434,7 @@ class PjStack(SipThread):
                 # Raised outside the except block: no chained pj.Error (and its frames
                 # holding this Call) may travel to the caller's thread.
                 raise failure
+            self.start_throttle.started(time.monotonic())
             self.claim_slot(call)
             call.started = True
             call.post_dial, call.dtmf_method = post_dial, dtmf_method
@@ -436,6 +445,7 @@ class PjStack(SipThread):
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
         call = PjCall(self, pj_acc.index, pj_acc, call_id, "in")
+        self.start_throttle.started(time.monotonic())
         self.claim_slot(call)
         self.calls[call.number] = call
         return call
@@ -449,10 +459,13 @@ class PjStack(SipThread):
             if isinstance(old, PjCall) and old is not call and old.getId() == slot:
                 old.thisown = False
 
-    def decide_incoming(self, call: PjCall, message: str) -> None:
+    def decide_incoming(self, call: PjCall, message: str, fault: Fault | None = None) -> None:
         assert self.limits is not None
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
-        if len(active) > self.limits.max_calls:
+        if fault is not None:
+            why = f"malformed INVITE: {fault.phrase}"
+            decision = Decision("reject", fault.code, why, phrase=fault.phrase)
+        elif len(active) > self.limits.max_calls:
             decision = Decision("reject", 486, "over the engine's call capacity")
         else:
             try:
@@ -480,10 +493,44 @@ class PjStack(SipThread):
             return
         if decision.action in ("ring", "answer"):
             self.answer(call.number, 180 if decision.action == "ring" else 200)
-        elif decision.action == "forward":
-            self.redirect(call.number, decision.contact, decision.code)
         else:
-            self.hangup(call.number, decision.code, decision.phrase)
+            forward = decision.action == "forward"
+            code, phrase = decision.code, decision.phrase
+            if forward and len(decision.contact) > MAX_URI:  # never into pjsua2
+                log.error("forwarding_target_too_long", call=call.number)
+                forward, code, phrase = False, 480, "Temporarily Unavailable"
+            headers = (("Contact", f"<{decision.contact}>"),) if forward else ()
+            self.end_new_call(call.number, code, phrase, headers)
+
+    def end_new_call(
+        self, number: int, code: int, phrase: str = "", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Send a final response (>= 300) to a call not yet answered - later, never
+        now: this may run inside ``onIncomingCall``, and pjsua2 cannot survive a call
+        ending there (see :mod:`engine._pj.inbound`). The release gate spaces the
+        ends out; a call waiting for its turn keeps its slot, so pjsua answers
+        further INVITEs 486 itself, before creating media for them."""
+        wait = self.release_gate.reserve(time.monotonic())
+        end = functools.partial(self._end_new_call, number, code, phrase, headers)
+        self.schedule(wait, end)
+
+    def _end_new_call(
+        self, number: int, code: int, phrase: str, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        call = self.calls.get(number)
+        if call is None or call.state not in (CallStateName.INCOMING, CallStateName.EARLY):
+            return  # cancelled or ended meanwhile
+        # Through answer(), not hangup(): pjsua's path for refusing an unanswered
+        # call, and the only one where headers such as Contact (3xx) stand.
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        if phrase:
+            prm.reason = phrase
+        for name, value in headers:
+            hdr = pj.SipHeader()
+            hdr.hName, hdr.hValue = name, value
+            prm.txOption.headers.append(hdr)
+        call.answer(prm)
 
     def _apply_later(self, number: int, decision: Decision) -> None:
         call = self.calls.get(number)
@@ -501,21 +548,6 @@ class PjStack(SipThread):
         prm.statusCode = code
         call.answer(prm)
         return call.snapshot()
-
-    def redirect(self, number: int, target: str, code: int = 302) -> None:
-        """Answer a ringing call with a 3xx whose Contact is ``target``.
-
-        Through ``answer``, not ``hangup``: only the answer path lets our Contact
-        header stand in the response (pjsua's own sample does the same).
-        """
-        check_length("the forwarding target", target)
-        call = self.call(number)
-        prm = pj.CallOpParam(True)
-        prm.statusCode = code
-        hdr = pj.SipHeader()
-        hdr.hName, hdr.hValue = "Contact", f"<{target}>"
-        prm.txOption.headers.append(hdr)
-        call.answer(prm)
 
     def hangup(self, number: int, code: int = 0, reason: str = "") -> None:
         pending = self.calls.get(number)

@@ -52,7 +52,11 @@ class SipThread:
         self._start_error: BaseException | None = None
         self._stop = threading.Event()
         self._stopped = threading.Event()
-        self._wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Sent from, not listened on; bound on first use to loopback (the only place
+        # it sends to), never auto-bound to 0.0.0.0: the engine opens no port the
+        # user did not ask for.
+        self._wake_sock: socket.socket | None = None
+        self._wake_lock = threading.Lock()
         self._wake_addr: tuple[str, int] | None = None
 
     # -- what the SIP layer provides -------------------------------------------------
@@ -115,9 +119,14 @@ class SipThread:
             del fut  # the future holds the exception, the exception this frame: no cycle
 
     def _wake(self) -> None:
-        if self._wake_addr is not None:
-            with contextlib.suppress(OSError):
-                self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
+        if self._wake_addr is None:
+            return
+        with self._wake_lock, contextlib.suppress(OSError):
+            if self._wake_sock is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((self._wake_addr[0], 0))
+                self._wake_sock = sock
+            self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
 
     def schedule(self, delay: float, func: Callable[[], None]) -> None:
         """Run ``func`` on the pjsua2 thread after ``delay`` seconds (pjsua2 thread only)."""
@@ -201,7 +210,10 @@ class SipThread:
         self._thread.join(timeout + 1.0)
         if self._thread.is_alive():
             log.error("sip_thread_still_running", detail=f"not stopped after {timeout + 1.0} s")
-        self._wake_sock.close()
+        with self._wake_lock:
+            if self._wake_sock is not None:
+                self._wake_sock.close()
+                self._wake_sock = None
 
 
 def detached(exc: BaseException) -> BaseException:
