@@ -20,6 +20,8 @@ from ..errors import EngineError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.supervise:
+        return _supervised(args)
     from .lean import defer_import, release_free_memory
 
     defer_import("asyncio")  # structlog imports it; the service never uses it
@@ -69,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         manager.stop("start failed")
         return 1
     release_free_memory()
+    watchdog = _service_ready(manager, control)
     log.info(
         "ready",
         sip=manager.sip_addresses(),
@@ -82,12 +85,52 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
+    _service_stopping(watchdog)
     manager.stop(reason)
     server.close()
     if tcp is not None:
         tcp.close()
     log.info("stopped")
     return 0
+
+
+def _service_ready(manager: Any, control: str) -> Any:
+    """READY=1 to systemd or the supervisor, and the watchdog if one is asked for."""
+    from ..sdnotify import service_ready
+
+    return service_ready(manager.sip_thread_alive, f"ready, control socket {control}")
+
+
+def _service_stopping(watchdog: Any) -> None:
+    from ..sdnotify import service_stopping
+
+    service_stopping(watchdog)
+
+
+def _supervised(args: argparse.Namespace) -> int:
+    """``serve --supervise``: this process only watches a ``serve`` child (same
+    arguments, so the same control socket) and restarts it after a crash."""
+    from ..logs import configure
+    from ..supervisor import Supervisor
+
+    configure(args.log_format or "console", args.log_level or "info")
+    child = [sys.executable, "-m", "engine", *_without_supervise(args.argv)]
+    return Supervisor(child, watchdog=args.watchdog_sec).run()
+
+
+def _without_supervise(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--supervise" or arg.startswith("--watchdog-sec="):
+            pass
+        elif arg == "--watchdog-sec":
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -198,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tcp-control-token", metavar="FILE", help="TCP control token file")
     serve.add_argument("--log-format", choices=["console", "json"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the engine in a child process and restart it after a crash",
+    )
+    serve.add_argument(
+        "--watchdog-sec",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --supervise: restart an engine whose SIP thread is stuck this long (0 = off)",
+    )
     serve.set_defaults(func=_serve)
     status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -224,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --supervise's child
     code: int = args.func(args)
     return code
 

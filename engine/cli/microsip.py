@@ -57,7 +57,8 @@ def start_engine(path: str) -> ControlClient:
     log_path = _state_dir() / "engine.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--control", path],
+            # Supervised: back by itself after a crash, on the same socket.
+            [sys.executable, "-m", "engine", "serve", "--supervise", "--control", path],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
