@@ -98,11 +98,13 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
         try:
             return self._run()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self._notify.close()
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -140,8 +142,14 @@ class Supervisor:
         env = dict(self.env, NOTIFY_SOCKET=self._notify_path)
         if self.watchdog > 0:
             env["WATCHDOG_USEC"] = str(int(self.watchdog * 1e6))
+        # A session of its own, like an engine started without us: no terminal's
+        # signals reach it except through us (we forward them).
         child = subprocess.Popen(
-            self.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._child = child
         if self._stopping.is_set():  # a signal between the check and the spawn
@@ -160,12 +168,13 @@ class Supervisor:
                     last_ping = time.monotonic()
                 self._relay(message)
             now = time.monotonic()
-            if aborted_at is not None and now - aborted_at > ABORT_GRACE:
-                child.kill()
+            if aborted_at is not None:
+                if now - aborted_at > ABORT_GRACE:
+                    child.kill()
             elif ready_at is not None and self.watchdog > 0 and now - last_ping > self.watchdog:
                 log.error("engine_watchdog_timeout", pid=child.pid, silent_for=now - last_ping)
                 child.send_signal(signal.SIGABRT)  # what systemd's WatchdogSec does
-                aborted_at = last_ping = now
+                aborted_at = now
         self._child = None
         return code
 
