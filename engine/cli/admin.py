@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,8 +82,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_calls=limits.max_calls,
         config=str(config.path) if config.path else "embedded default",
     )
+    trimmed = time.monotonic()
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
-        pass
+        trimmed = _trim_when_idle(manager, trimmed)
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
     _service_stopping(watchdog)
@@ -92,6 +94,30 @@ def _serve(args: argparse.Namespace) -> int:
         tcp.close()
     log.info("stopped")
     return 0
+
+
+#: Seconds between heap trims while no call is up.
+TRIM_EVERY = 10.0
+
+
+def _trim_when_idle(manager: Any, last: float) -> float:
+    """Give the heap back to the OS now and then while no call is up.
+
+    pjsip keeps an ended call's memory until its last transaction dies (a BYE's
+    lingers 32 s, timer J), then frees it, but glibc keeps freed pages: after a
+    busy spell RSS would stay at its peak. Returns when it last trimmed."""
+    now = time.monotonic()
+    if now - last < TRIM_EVERY:
+        return last
+    try:
+        idle = not manager.calls()
+    except EngineError:
+        return now
+    if idle:
+        from .lean import release_free_memory
+
+        release_free_memory()
+    return now
 
 
 def _service_ready(manager: Any, control: str) -> Any:
