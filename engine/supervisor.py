@@ -35,7 +35,7 @@ from types import FrameType
 
 import structlog
 
-from .sdnotify import sd_notify
+from .sdnotify import sd_notify, watchdog_interval
 
 log = structlog.get_logger("engine.supervisor")
 
@@ -72,6 +72,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class Supervisor:
     """Runs ``argv`` (a ``serve`` command line) and restarts it after a crash."""
 
+    _notify: socket.socket
+
     def __init__(
         self,
         argv: Sequence[str],
@@ -82,7 +84,10 @@ class Supervisor:
         env: Mapping[str, str] = os.environ,
     ) -> None:
         self.argv = list(argv)
-        self.watchdog = watchdog
+        upstream = watchdog_interval(env) * 2  # systemd's own WatchdogSec, if any
+        # The child's pings are relayed upstream: they must come as often as
+        # systemd wants them.
+        self.watchdog = min(watchdog or upstream, upstream) if upstream > 0 else watchdog
         self.max_quick = max_quick
         self.quick = quick
         self.upstream = {k: v for k, v in env.items() if k in ("NOTIFY_SOCKET",)}
@@ -90,23 +95,24 @@ class Supervisor:
         self.restarts = 0
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix="microsip-engine-supervisor-")
-        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._notify_path = os.path.join(self._dir, "notify")
-        self._notify.bind(self._notify_path)
+        self._notify_path = ""  # the child's notify socket, made by run()
 
     # -- the loop ---------------------------------------------------------------
 
     def run(self) -> int:
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        directory = tempfile.mkdtemp(prefix="microsip-engine-supervisor-")
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
+            self._notify_path = os.path.join(directory, "notify")
+            self._notify.bind(self._notify_path)
             return self._run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._notify.close()
-            shutil.rmtree(self._dir, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _run(self) -> int:
         quick_crashes = 0

@@ -162,6 +162,15 @@ def test_the_supervisor_gives_up_after_quick_crashes_and_says_why() -> None:
     assert took < 20
 
 
+def test_under_systemd_the_child_pings_as_often_as_systemd_asks(notify: NotifySocket) -> None:
+    """The child's pings are relayed upstream: its watchdog follows WatchdogSec."""
+    systemd = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "4000000"}
+    assert Supervisor(_exits(0), watchdog=30, env=systemd).watchdog == 4.0
+    assert Supervisor(_exits(0), watchdog=0, env=systemd).watchdog == 4.0
+    assert Supervisor(_exits(0), watchdog=2, env=systemd).watchdog == 2.0
+    assert Supervisor(_exits(0), watchdog=30, env={}).watchdog == 30.0
+
+
 def test_a_configuration_error_is_not_restarted() -> None:
     with structlog.testing.capture_logs() as logs:
         assert Supervisor(_exits(2), watchdog=0).run() == 2
