@@ -295,3 +295,21 @@ def fuzz_then_call(engine: ServeProcess, sipp_factory: SippFactory, fuzzer: Fuzz
     client.request("hangup", call=call["call"])
     assert callee.wait(20).successful == 1
     client.close()
+
+
+@pytest.mark.parametrize("same_caller", [False, True], ids=["callers", "one-caller"])
+def test_the_fuzz_with_invites_and_the_engine_still_serves(
+    engine: ServeProcess, sipp_factory: SippFactory, same_caller: bool
+) -> None:
+    """The same fuzz with mutated INVITEs among the messages. Those that parse ring
+    (the test refuses them) or are refused by pjsua (capacity, bad SDP) or, from a
+    caller already ringing, by the engine's policy.
+
+    Awaiting issue 14: measured 2026-12-06, the engine aborts here, after ~2 500
+    datagrams with a caller per batch (``ioqueue_select.c: pj_ioqueue_register_sock2:
+    Assertion `!pj_list_empty(&ioqueue->free_list)'``: every INVITE that reaches
+    pjsua opens RTP/RTCP sockets, and refused ones outrun the 64-handle ioqueue's
+    500 ms release), and within a few hundred with one caller
+    (``sip_transport.c: pjsip_rx_data_free_cloned: Assertion `rdata'``, the INVITE
+    refused by the engine's policy)."""
+    fuzz_then_call(engine, sipp_factory, Fuzzer(engine.sip_port(), same_caller=same_caller))

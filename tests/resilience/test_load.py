@@ -170,3 +170,31 @@ def test_a_soak_of_sequential_calls_leaks_no_memory_threads_or_fds(
         client.close()
         code = engine.stop()
     assert code == 0, engine.log_path.read_text()[-3000:]
+
+
+def test_calls_back_to_back_as_fast_as_sipp_can(tmp_path: Path, sipp_factory: SippFactory) -> None:
+    """300 answered calls one after another with no pause (SIPp ``-l 1``, rate
+    unbounded): the engine must keep up, or refuse, never abort.
+
+    Awaiting issue 14: measured 2026-12-06, the engine aborts after ~50 calls
+    (``ioqueue_select.c: pj_ioqueue_register_sock2: Assertion
+    `!pj_list_empty(&ioqueue->free_list)'``): each call's RTP/RTCP sockets wait
+    500 ms after it ends before their ioqueue slots are free again, and the wheel's
+    ioqueue has 64."""
+    engine = serve(tmp_path, "autoAnswer=all\n")
+    try:
+        run = sipp_factory.uac(
+            f"sip:fast@127.0.0.1:{engine.sip_port()}",
+            "uac_answer_or_busy",
+            calls=300,
+            rate=1000,
+            concurrent=1,
+            hold_ms=0,
+            timeout_s=40,
+        )
+        result = run.wait(50)
+        assert engine.proc.poll() is None, engine.log_path.read_text()[-3000:]
+        assert (result.successful, result.failed) == (300, 0), result
+    finally:
+        code = engine.stop()
+    assert code == 0, engine.log_path.read_text()[-3000:]
