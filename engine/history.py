@@ -18,10 +18,16 @@ numbers are rewritten to the user part (``PRAGMA user_version`` 1), the URI bein
 in ``remote_uri`` already.
 
 The manager calls :meth:`CallHistory.handle` synchronously for every event *before*
-publishing it: :meth:`~CallHistory.observe` notes start and answer times, and
-:meth:`~CallHistory.record_end` inserts the row of a disconnected call and commits
-before it returns, so once anyone has seen a call end, its row is on disk even if
-the engine is killed right after. Nothing here ever raises into the caller: a
+publishing it: :meth:`~CallHistory.observe` writes a ``status='open'`` row when a
+call starts (and notes its answer), and :meth:`~CallHistory.record_end` completes
+that row (``status='ended'``) and commits before it returns, so once anyone has
+seen a call start or end, its row is on disk even if the engine is killed right
+after. A call in progress when the engine crashed is not lost: while rows are
+open, a marker file ``<database>.open-<pid>`` exists, and the next engine that
+finds the marker of a dead process marks that process's open rows
+``status='interrupted'`` (their real start time kept, ``sip_reason``
+``interrupted``). Without a marker nothing is read at start: SQLite still loads
+with the first call. Nothing here ever raises into the caller: a
 broken or locked database is logged (``history_open_failed``,
 ``history_write_failed``) and the engine keeps running.
 """
@@ -34,6 +40,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +95,9 @@ _EXTRA_COLUMNS: Mapping[str, str] = {
     "start_time": "REAL",
     "answer_time": "REAL",
     "end_time": "REAL",
+    # '' for rows written by MicroSIP or older engines, else open/ended/interrupted.
+    "status": "TEXT NOT NULL DEFAULT ''",
+    "engine_pid": "INTEGER NOT NULL DEFAULT 0",
 }
 _COLUMNS = (
     "callId",
@@ -100,6 +110,14 @@ _COLUMNS = (
     *_EXTRA_COLUMNS,
 )
 _INSERT = f"INSERT INTO call_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPDATE = f"UPDATE call_log SET {', '.join(c + '=?' for c in _COLUMNS)} WHERE id=?"
+_ANSWERED = "UPDATE call_log SET type=?, answer_time=? WHERE id=? AND status='open'"
+_INTERRUPTED = (
+    "UPDATE call_log SET status='interrupted', sip_reason='interrupted', info=? "
+    "WHERE status='open' AND engine_pid=?"
+)
+OPEN, ENDED, INTERRUPTED = "open", "ended", "interrupted"
+INTERRUPTED_INFO = "interrupted: the engine stopped during the call"
 # Everything but the newest ``max_rows`` rows, in the same transaction as the insert.
 _TRIM = (
     "DELETE FROM call_log WHERE id IN (SELECT id FROM call_log ORDER BY id DESC LIMIT -1 OFFSET ?)"
@@ -196,6 +214,17 @@ def _number(uri: str, user: str) -> str:
 class _Track:
     start: float
     answer: float | None = None
+    rowid: int | None = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
 
 
 class CallHistory:
@@ -222,6 +251,9 @@ class CallHistory:
         self._closed = False
         self._tracks: dict[int, _Track] = {}
         self._recorded: collections.deque[int] = collections.deque(maxlen=256)
+        self._pid = os.getpid()
+        self._marker = self.path.with_name(f"{self.path.name}.open-{self._pid}")
+        self._marked = False
         # The database opens with the first call; a place that cannot hold it is
         # reported now, at start.
         try:
@@ -230,6 +262,7 @@ class CallHistory:
                 raise PermissionError(f"{self.path.parent} is not writable")
         except OSError as exc:
             log.error("history_open_failed", path=str(self.path), error=repr(exc))
+        self.recover_interrupted()
 
     # -- the connection ---------------------------------------------------------
 
@@ -253,8 +286,56 @@ class CallHistory:
 
     def close(self) -> None:
         with self._lock:
+            if self._tracks and self._db is not None:  # calls that never reported an end
+                self._mark_interrupted(self._db, self._pid)
             self._closed = True
             self._drop_connection()
+            if self._marked:
+                with contextlib.suppress(OSError):
+                    self._marker.unlink()
+                self._marked = False
+
+    # -- crash recovery ----------------------------------------------------------
+
+    def recover_interrupted(self) -> int:
+        """Mark the open rows of engines that died ``interrupted``; how many were.
+
+        Only markers of dead processes count, so engines sharing a database never
+        touch each other's calls in progress. Never raises."""
+        total = 0
+        try:
+            markers = list(self.path.parent.glob(f"{glob_escape(self.path.name)}.open-*"))
+        except OSError:
+            return 0
+        for marker in markers:
+            pid_text = marker.name.rpartition("-")[2]
+            if not pid_text.isdigit() or int(pid_text) == self._pid or _alive(int(pid_text)):
+                continue
+            with self._lock:
+                db = self._connection()
+                if db is None:
+                    return total
+                try:
+                    count = self._mark_interrupted(db, int(pid_text))
+                except sqlite3.Error as exc:
+                    log.error("history_recovery_failed", path=str(self.path), error=repr(exc))
+                    continue
+            total += count
+            log.warning("history_calls_interrupted", calls=count, engine_pid=int(pid_text))
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        return total
+
+    def _mark_interrupted(self, db: sqlite3.Connection, pid: int) -> int:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            count = db.execute(_INTERRUPTED, (INTERRUPTED_INFO, pid)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return int(count)
 
     stop = close
 
@@ -275,16 +356,37 @@ class CallHistory:
     on_event = handle  # usable as a bus handler too (without the before-publish promise)
 
     def observe(self, event: Event) -> None:
-        """Note when calls start and are answered. Cheap; never raises."""
+        """Write the open row of a call that starts; note its answer. Never raises."""
         try:
-            if isinstance(event, IncomingCall):
-                self._tracks.setdefault(event.call, _Track(event.time))
+            if isinstance(event, IncomingCall | CallState) and event.call in self._recorded:
+                return  # a late event of an ended call
+            if isinstance(event, IncomingCall) and event.call not in self._tracks:
+                self._start(event, "in")
             elif isinstance(event, CallState) and event.state is not CallStateName.DISCONNECTED:
-                track = self._tracks.setdefault(event.call, _Track(event.time))
+                track = self._tracks.get(event.call) or self._start(event, event.direction)
                 if event.state is CallStateName.CONFIRMED and track.answer is None:
                     track.answer = event.time
+                    if track.rowid is not None:
+                        kind = TYPE_OUT if event.direction == "out" else TYPE_IN
+                        self._write(_ANSWERED, (kind, event.time, track.rowid), event.call)
         except Exception as exc:
             log.error("history_observe_failed", error=repr(exc))
+
+    def _start(self, ev: IncomingCall | CallState, direction: str) -> _Track:
+        """The call's row, ``open`` until it ends (committed before the event is out)."""
+        track = self._tracks[ev.call] = _Track(ev.time)
+        number = _number(ev.remote_uri, ev.remote_user)
+        kind = TYPE_OUT if direction == "out" else TYPE_MISSED
+        values = (
+            *(ev.sip_call_id, number, ev.display_name or number, kind, int(ev.time), 0, ""),
+            *(direction, ev.account, 0, "", ev.remote_uri, ev.time, None, None, OPEN, self._pid),
+        )
+        if not self._marked:  # before the row: a crash must always find the marker
+            with contextlib.suppress(OSError):
+                os.close(os.open(self._marker, os.O_CREAT | os.O_WRONLY, 0o600))
+                self._marked = True
+        track.rowid = self._write(_INSERT, values, ev.call)
+        return track
 
     def record_end(self, event: CallState) -> int | None:
         """Insert the row of a disconnected call and commit; the row id, or None when
@@ -293,8 +395,13 @@ class CallHistory:
             if event.state is not CallStateName.DISCONNECTED or event.call in self._recorded:
                 return None
             self._recorded.append(event.call)
-            values = self._row_values(event, self._tracks.pop(event.call, None))
-            return self._insert(values, event)
+            track = self._tracks.pop(event.call, None)
+            values = self._row_values(event, track)
+            if track is not None and track.rowid is not None:
+                done = self._write(_UPDATE, (*values, track.rowid), event.call, event)
+                if done:  # else the open row was trimmed away meanwhile: insert it anew
+                    return track.rowid
+            return self._write(_INSERT, values, event.call, event)
         except Exception as exc:
             log.error("history_write_failed", call=event.call, error=repr(exc))
             return None
@@ -325,18 +432,24 @@ class CallHistory:
             start,
             answer,
             end,
+            ENDED,
+            self._pid,
         )
 
-    def _insert(self, values: tuple[Any, ...], ev: CallState) -> int | None:
+    def _write(
+        self, sql: str, values: tuple[Any, ...], call: int, ev: CallState | None = None
+    ) -> int | None:
+        """Run one INSERT (the new row id) or UPDATE (its row count) and commit."""
         with self._lock:
             db = self._connection()
             if db is None:
-                log.error("history_write_failed", call=ev.call, error="database unavailable")
+                log.error("history_write_failed", call=call, error="database unavailable")
                 return None
             try:
                 db.execute("BEGIN IMMEDIATE")
-                rowid = db.execute(_INSERT, values).lastrowid
-                if self.max_rows > 0:
+                cursor = db.execute(sql, values)
+                rowid = cursor.lastrowid if sql is _INSERT else cursor.rowcount
+                if self.max_rows > 0 and sql is _INSERT:
                     db.execute(_TRIM, (self.max_rows,))
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -346,8 +459,8 @@ class CallHistory:
                     self._drop_connection()  # corrupt or replaced file: reopen next time
                 log.error(
                     "history_write_failed",
-                    call=ev.call,
-                    sip_call_id=ev.sip_call_id,
+                    call=call,
+                    sip_call_id=ev.sip_call_id if ev else "",
                     path=str(self.path),
                     error=repr(exc),
                 )

@@ -586,6 +586,15 @@ class CallManager:
 
     # -- state ------------------------------------------------------------------
 
+    def sip_thread_alive(self, timeout: float) -> bool:
+        """A no-op round trip through the SIP thread within ``timeout`` (the watchdog's
+        proof of life: a thread stuck in pjsua2 cannot answer it)."""
+        try:
+            self._stack.run(lambda: None, timeout=timeout)
+        except EngineError:
+            return False
+        return True
+
     def sip_addresses(self) -> list[str]:
         return [str(t) for t in self._run(self._stack.transport_list)]
 

@@ -8,6 +8,7 @@ Events are fed in the order the engine emits them (``observe`` for every event,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import statistics
@@ -119,6 +120,8 @@ def test_inbound_answered_call(history: CallHistory) -> None:
         "start_time": T0,
         "answer_time": T0 + 4.1,
         "end_time": T0 + 64.6,
+        "status": "ended",
+        "engine_pid": os.getpid(),
     }
 
 

@@ -80,6 +80,7 @@ class DevicePort(pj.AudioMediaPort):  # type: ignore[misc]
         super().__init__()
         self.mic = _Queue()
         self.speaker = _Queue()
+        self.destroyed = False
 
     def create(self) -> None:
         fmt = pj.MediaFormatAudio()
@@ -90,14 +91,36 @@ class DevicePort(pj.AudioMediaPort):  # type: ignore[misc]
         fmt.frameTimeUsec = FRAME_MS * 1000
         self.createPort("sound-device", fmt)
 
+    def destroy(self) -> None:
+        """Delete the C++ port now, on the calling (SIP) thread, while this object is
+        still referenced; call it before dropping the last reference, on every path.
+
+        pjmedia's clock calls the port every 20 ms even with nothing connected, and
+        the wheel's ``delete AudioMediaPort`` releases the GIL before removing the port
+        from the bridge. Were the delete left to the last ``del`` (or to a cycle in
+        ``gc.collect()``), a callback waiting for the GIL would then run on an object
+        already being freed and free it a second time: a corrupt heap and a segfault
+        later, anywhere. Here the callback finds a live object that ignores it, and
+        once the delete returns the port is out of the bridge. Idempotent.
+        """
+        if self.destroyed:
+            return
+        self.destroyed = True
+        if self.thisown:  # the delete disowns the proxy: its dealloc deletes nothing
+            self.__swig_destroy__(self)
+
     @callback
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        if self.destroyed:
+            return
         frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
         frame.buf = pj.ByteVector(self.mic.get().tobytes())
         frame.size = SAMPLES * 2
 
     @callback
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
+        if self.destroyed:
+            return
         data = _vector_bytes(frame.buf)
         if len(data) == SAMPLES * 2:
             self.speaker.put(np.frombuffer(data, dtype=np.int16).copy())

@@ -270,16 +270,19 @@ class PjStack(SipThread):
         from .sound import DevicePort, SoundDevices
 
         port = DevicePort()
-        port.create()
         sound = SoundDevices(
             port, self.settings.audio_input_device, self.settings.audio_output_device
         )
         try:
+            port.create()
             sound.open()
-        except ConfigError as exc:
+        except BaseException as exc:
+            sound.close()
+            port.destroy()  # never left to the local's release: see DevicePort.destroy
+            if not isinstance(exc, ConfigError):
+                raise
             # A microsip.ini from Windows names Windows devices: keep running, silent.
             log.warning("sound_device_unavailable", error=exc.message, fallback="null device")
-            sound.close()
             return
         self.device_port, self.sound = port, sound
 
@@ -735,7 +738,9 @@ class PjStack(SipThread):
         if self.sound is not None:
             self.sound.close()  # stop PortAudio before its port goes away
             self.sound = None
-        self.device_port = None
+        if self.device_port is not None:
+            self.device_port.destroy()  # before the reference goes (see destroy)
+            self.device_port = None
         for call in self.calls.values():
             call.release_media()
         self.calls.clear()

@@ -35,7 +35,10 @@ def bind_transports(ep: pj.Endpoint, s: StackSettings) -> tuple[Transports, tupl
     TLS on the next free one. The preferred port falls back to a free one if taken.
     Returns the transports and the address to send wake-up CRLFs to (or None)."""
     kinds = ("udp", *[k for k in s.transports if k != "udp"])
-    ports = [s.sip_port] + ([0] * 5 if s.port_fallback else [])
+    # Port 0 binds UDP where the OS likes, then TCP on the same number, which can be
+    # taken: any port will do, so try other pairs as a fallback would.
+    retry = s.port_fallback or s.sip_port == 0
+    ports = [s.sip_port] + ([0] * 5 if retry else [])
     last: EngineError | None = None
     for port in ports:
         made: Transports = {}

@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..errors import EngineError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.supervise:
+        return _supervised(args)
     from .lean import defer_import, release_free_memory
 
     defer_import("asyncio")  # structlog imports it; the service never uses it
@@ -90,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         manager.stop("start failed")
         return 1
     release_free_memory()
+    watchdog = _service_ready(manager, control)
     log.info(
         "ready",
         sip=manager.sip_addresses(),
@@ -102,7 +106,9 @@ def _serve(args: argparse.Namespace) -> int:
         config=str(config.path) if config.path else "embedded default",
     )
     log.info("try_next", **_next_steps(args, manager))
+    trimmed = time.monotonic()
     while not stop.wait(0.2) and not manager.exit_requested.is_set():
+        trimmed = _trim_when_idle(manager, trimmed)
         if hangup.is_set() and log_file is not None:
             # Here, not in the handler: it could interrupt this thread mid-write.
             hangup.clear()
@@ -110,12 +116,76 @@ def _serve(args: argparse.Namespace) -> int:
             log.info("log_reopened", path=log_file.path)
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
+    _service_stopping(watchdog)
     manager.stop(reason)
     server.close()
     if tcp is not None:
         tcp.close()
     log.info("stopped")
     return 0
+
+
+#: Seconds between heap trims while no call is up.
+TRIM_EVERY = 10.0
+
+
+def _trim_when_idle(manager: Any, last: float) -> float:
+    """Give the heap back to the OS now and then while no call is up.
+
+    pjsip keeps an ended call's memory until its last transaction dies (a BYE's
+    lingers 32 s, timer J), then frees it, but glibc keeps freed pages: after a
+    busy spell RSS would stay at its peak. Returns when it last trimmed."""
+    now = time.monotonic()
+    if now - last < TRIM_EVERY:
+        return last
+    try:
+        idle = not manager.calls()
+    except EngineError:
+        return now
+    if idle:
+        from .lean import release_free_memory
+
+        release_free_memory()
+    return now
+
+
+def _service_ready(manager: Any, control: str) -> Any:
+    """READY=1 to systemd or the supervisor, and the watchdog if one is asked for."""
+    from ..sdnotify import service_ready
+
+    return service_ready(manager.sip_thread_alive, f"ready, control socket {control}")
+
+
+def _service_stopping(watchdog: Any) -> None:
+    from ..sdnotify import service_stopping
+
+    service_stopping(watchdog)
+
+
+def _supervised(args: argparse.Namespace) -> int:
+    """``serve --supervise``: this process only watches a ``serve`` child (same
+    arguments, so the same control socket) and restarts it after a crash."""
+    from ..logs import configure
+    from ..supervisor import Supervisor
+
+    configure(args.log_format or "console", args.log_level or "info")
+    child = [sys.executable, "-m", "engine", *_without_supervise(args.argv)]
+    return Supervisor(child, watchdog=args.watchdog_sec).run()
+
+
+def _without_supervise(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--supervise" or arg.startswith("--watchdog-sec="):
+            pass
+        elif arg == "--watchdog-sec":
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 def _configure_logging(args: argparse.Namespace, engine: Any) -> Any:
@@ -333,6 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-file", metavar="PATH", help="log to PATH (reopened on SIGHUP, for logrotate)"
     )
+    serve.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the engine in a child process and restart it after a crash",
+    )
+    serve.add_argument(
+        "--watchdog-sec",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --supervise: restart an engine whose SIP thread is stuck this long (0 = off)",
+    )
     serve.set_defaults(func=_serve)
     status = sub.add_parser("status", help="accounts, calls and capacity of the running engine")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -366,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --supervise's child
     code: int = args.func(args)
     return code
 

@@ -83,7 +83,8 @@ def start_engine(where: Located) -> ControlClient:
     found by (so the engine that answers is the one that ini describes), and wait
     for its socket."""
     path = where.path
-    argv = [sys.executable, "-m", "engine", "serve", "--control", path]
+    # Supervised: back by itself after a crash, on the same socket.
+    argv = [sys.executable, "-m", "engine", "serve", "--supervise", "--control", path]
     if where.config is not None:
         argv += ["--config", where.config]
     log_path = _state_dir() / "engine.log"
