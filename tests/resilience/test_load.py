@@ -176,11 +176,9 @@ def test_calls_back_to_back_as_fast_as_sipp_can(tmp_path: Path, sipp_factory: Si
     """300 answered calls one after another with no pause (SIPp ``-l 1``, rate
     unbounded): the engine must keep up, or refuse, never abort.
 
-    Awaiting issue 14: measured 2026-12-06, the engine aborts after ~50 calls
-    (``ioqueue_select.c: pj_ioqueue_register_sock2: Assertion
-    `!pj_list_empty(&ioqueue->free_list)'``): each call's RTP/RTCP sockets wait
-    500 ms after it ends before their ioqueue slots are free again, and the wheel's
-    ioqueue has 64."""
+    Before issue 14's start throttle the engine aborted after ~50 calls
+    (``pj_ioqueue_register_sock2``: each call's RTP/RTCP sockets keep their ioqueue
+    slots 500 ms after it ends, and the wheel's ioqueue has 64)."""
     engine = serve(tmp_path, "autoAnswer=all\n")
     try:
         run = sipp_factory.uac(
