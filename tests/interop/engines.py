@@ -81,6 +81,25 @@ class Serve(ServeProcess):
         except Exception:  # the engine stopped: the stream ends
             return
 
+    def mark(self) -> set[int]:
+        """Events so far, for :meth:`wait_new`."""
+        with self.log._cond:
+            return {id(e) for e in self.log.events}
+
+    def wait_new(
+        self, mark: set[int], kind: str, timeout: float = 15.0, **fields: Any
+    ) -> dict[str, Any]:
+        """The first ``kind`` event with ``fields`` that came after ``mark``."""
+        return self.log.wait(
+            lambda e: (
+                id(e) not in mark
+                and e.get("event") == kind
+                and all(e.get(k) == v for k, v in fields.items())
+            ),
+            timeout,
+            f"a new {kind} {fields}",
+        )
+
     def request(self, cmd: str, /, **params: Any) -> Any:
         client = self.client()
         try:
