@@ -80,6 +80,7 @@ class Asterisk:
             ASTERISK_RTP_END=str(self.rtp_start + 39),
         )
         self.timeout = timeout
+        self._background: list[subprocess.Popen[bytes]] = []
         self.state = Path(self._script("state-dir", timeout=30).strip())
         #: Seconds the last ``up`` took (the first one includes building the rootfs).
         self.up_seconds = 0.0
@@ -114,6 +115,7 @@ class Asterisk:
 
     def down(self) -> None:
         self._script("down", timeout=60, check=False)
+        self.reap()
 
     def cli(self, command: str) -> str:
         return self._script("cli", command, timeout=30)
@@ -152,6 +154,27 @@ class Asterisk:
             return wait_until(probe, timeout, f"a contact for {user} in Asterisk", interval=0.2)
         wait_until(lambda: probe() is not None, timeout, f"{user}'s contact gone", interval=0.2)
         return []
+
+    def originate(self, user: str) -> None:
+        """Have Asterisk call ``user``'s contact (``channel originate``), in the
+        background: the CLI command only returns once the call is over."""
+        proc = subprocess.Popen(
+            [str(SCRIPT), "cli", f"channel originate PJSIP/{user} application Wait 1"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._background.append(proc)
+
+    def reap(self) -> None:
+        """Wait for the background CLI commands (they end when their call does)."""
+        for proc in self._background:
+            try:
+                proc.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._background.clear()
 
     def dtmf_heard(self, exten: str, timeout: float = 30.0) -> str:
         """What the DTMF reader on ``exten`` (6XX) wrote, once it has written it."""
