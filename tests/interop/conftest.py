@@ -15,6 +15,8 @@ import pytest
 from asterisk import Asterisk, require_asterisk
 
 _LOG_FROM = pytest.StashKey[tuple[Asterisk, int]]()
+#: "scripts/asterisk up" wall times of this session, for the terminal summary.
+_UP_TIMES: list[float] = []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -35,7 +37,7 @@ def asterisk_server() -> Iterator[Asterisk]:
     require_asterisk()
     server = Asterisk(f"pytest-{os.getpid()}")
     try:
-        server.up()
+        _UP_TIMES.append(server.up().up_seconds)
         yield server
     finally:
         server.down()
@@ -47,6 +49,14 @@ def asterisk_server() -> Iterator[Asterisk]:
 def asterisk(request: pytest.FixtureRequest, asterisk_server: Asterisk) -> Asterisk:
     """The session's Asterisk, running (started again if a test stopped it)."""
     if asterisk_server.pid() is None:
-        asterisk_server.up()
+        _UP_TIMES.append(asterisk_server.up().up_seconds)
     request.node.stash[_LOG_FROM] = (asterisk_server, asterisk_server.log_mark())
     return asterisk_server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long Asterisk took to come up (the first time includes building the
+    root file system when it was not cached)."""
+    if _UP_TIMES:
+        times = ", ".join(f"{t:.1f}" for t in _UP_TIMES)
+        terminalreporter.write_line(f"asterisk: scripts/asterisk up took {times} s")

@@ -119,9 +119,9 @@ class Serve(ServeProcess):
         )
 
     def account(self) -> dict[str, Any]:
-        """Account 1 as ``status`` reports it."""
+        """The registering account (the active one) as ``status`` reports it."""
         accounts: list[dict[str, Any]] = self.request("status")["accounts"]
-        return next(a for a in accounts if a["account"] == 1)
+        return accounts[0] if accounts else {"state": "none", "code": 0}
 
     def wait_account(
         self,
