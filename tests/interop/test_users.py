@@ -62,6 +62,8 @@ def connect(alice: Party, bob: Party) -> tuple[int, int]:
     incoming = bob.engine.wait_for("incoming_call")
     assert incoming["remote_user"] == "alice", incoming
     bob.engine.wait_for("call_state", call=incoming["call"], state="incoming")
+    ringing = alice.engine.wait_for("call_state", call=a_call, state="early")
+    assert ringing["code"] == 180, ringing
     done = bob.engine.microsip("/answer")
     assert done.returncode == 0, done.stderr
     for party, call in ((alice, a_call), (bob, incoming["call"])):
