@@ -62,3 +62,17 @@ def test_post_dial_digits_from_the_command_line(asterisk: Asterisk, tmp_path: Pa
         assert asterisk.dtmf_heard("614") == DIGITS
     finally:
         engine.stop()
+
+
+def test_auto_falls_back_to_in_band_for_an_in_band_only_endpoint(
+    asterisk: Asterisk, tmp_path: Path
+) -> None:
+    """bob's endpoint offers no telephone-event: ``DTMFMethod=0`` (auto) must then
+    send the digits in-band, and Asterisk reads them (MicroSIP's "auto")."""
+    engine = engine_for(asterisk, tmp_path, "bob", 0)
+    try:
+        call = engine.dial("615")
+        assert engine.request("dtmf", digits=DIGITS, call=call) == {"method": "inband"}
+        assert asterisk.dtmf_heard("615") == DIGITS
+    finally:
+        engine.stop()

@@ -36,7 +36,7 @@ def reachable_within(asterisk: Asterisk, engine: Serve, deadline: float) -> bool
     return False
 
 
-@pytest.mark.parametrize("transport", ["udp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_registered_again_after_asterisk_restarts(
     asterisk: Asterisk, tmp_path: Path, transport: str
 ) -> None:
@@ -59,6 +59,26 @@ def test_registered_again_after_asterisk_restarts(
     finally:
         engine.stop()
         asterisk.reap()
+
+
+def test_call_ends_when_asterisk_is_killed(asterisk: Asterisk, tmp_path: Path) -> None:
+    """``kill -9`` of Asterisk during a call to the tone: no BYE will ever come, and
+    the engine ends the call by itself within 30 s with a reason saying the far end
+    stopped answering (no media / no response)."""
+    engine = Serve(tmp_path / "engine", account_ini(asterisk, "alice"))
+    try:
+        engine.wait_registered()
+        call = engine.dial("101")
+        asterisk.kill9()
+        killed = time.monotonic()
+        ended = engine.wait_for("call_state", timeout=30, call=call, state="disconnected")
+        assert time.monotonic() - killed <= 30
+        reason = ended["reason"].lower()
+        words = ("timeout", "timed out", "no media", "no rtp", "not answering", "stopped answering")
+        assert any(w in reason for w in words), ended
+    finally:
+        engine.stop()
+        asterisk.up()  # the next test's Asterisk
 
 
 def wrong_password_engine(asterisk: Asterisk, tmp_path: Path) -> Serve:
@@ -84,5 +104,24 @@ def test_wrong_password_fails_with_401_without_hammering(
         failures = asterisk.log_since(mark).count("Failed to authenticate")
         assert 1 <= failures <= len(retries) + 1, (failures, retries)
         assert asterisk.contacts("alice") == []
+    finally:
+        engine.stop()
+
+
+def test_wrong_password_is_visible_at_the_default_log_level(
+    asterisk: Asterisk, tmp_path: Path
+) -> None:
+    """A user running the engine as is (log level info) can see that the
+    registration failed with 401, not only a generic authentication error."""
+    engine = wrong_password_engine(asterisk, tmp_path)
+    try:
+        engine.wait_log(
+            lambda e: (
+                e.get("level") in {"info", "warning", "error"}
+                and any("401" in str(e.get(k, "")) for k in ("event", "code", "msg", "reason"))
+            ),
+            10,
+            "registration failure with 401 at the default log level",
+        )
     finally:
         engine.stop()
