@@ -9,7 +9,7 @@ which its whole process group is killed. Every run ends in a ``hook`` event
 ``timeout`` or ``not_started`` (no such program, not executable); nothing a hook
 does can raise into the engine.
 
-When each hook fires (MicroSIP 3.22, spec §5):
+When each hook fires (MicroSIP 3.22, docs/microsip.md#hooks):
 
 - ``cmdIncomingCall``: every inbound INVITE (``incoming_call``), before any policy.
 - ``cmdCallRing``: the policy decided to ring (``incoming_decision`` action ``ring``),

@@ -1,6 +1,6 @@
 """The one place that decides what happens to a new inbound call.
 
-MicroSIP 3.22's order (spec §6): duplicate caller → ``callWaiting`` /
+MicroSIP 3.22's order (docs/microsip.md#incoming-order): duplicate caller → ``callWaiting`` /
 ``maxConcurrentCalls`` → ``denyIncoming`` (with the DND toggle) → auto-answer →
 forwarding → else 180 Ringing. Pure and fast: it runs on the SIP thread for every
 INVITE, and every decision becomes an ``incoming_decision`` event with its reason.

@@ -47,7 +47,7 @@ from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from . import mediawatch
 from .account import PjAccount, build_config
 from .call import PjCall
-from .control import Messenger, send_dtmf, set_hold, transfer
+from .callops import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
 from .guard import (
     MAX_HEADER,
@@ -591,7 +591,7 @@ class PjStack(SipThread):
 
     def start_post_dial(self, call: PjCall) -> None:
         """MicroSIP's timing: the first group 1 s after the answer, each next one
-        1000 + 200 x len(previous group) ms later."""
+        1000 + 200 x len(previous group) ms later (docs/microsip.md#post-dial-dtmf)."""
         delay = 1.0
         for group in call.post_dial:
             if group:
