@@ -15,14 +15,15 @@ import structlog
 from . import grammar as g
 from .dialplan import format_number
 from .errors import EngineError, NotFoundError
+from .events import CallDirection, CallStateName
 
 if TYPE_CHECKING:
     from .manager import CallManager
 
 log = structlog.get_logger("engine.actions")
 
-RINGING = ("incoming", "early")
-UNANSWERED_OUT = ("calling", "early", "connecting")
+RINGING = (CallStateName.INCOMING, CallStateName.EARLY)
+UNANSWERED_OUT = (CallStateName.CALLING, CallStateName.EARLY, CallStateName.CONNECTING)
 
 
 def _hangup_each(m: CallManager, numbers: list[int]) -> dict[str, Any]:
@@ -44,20 +45,26 @@ def hangup_all(m: CallManager) -> dict[str, Any]:
         [
             c.call
             for c in m.calls()
-            if c.state != "disconnected" and not (c.direction == "in" and c.state in RINGING)
+            if c.state != CallStateName.DISCONNECTED
+            and not (c.direction == CallDirection.IN and c.state in RINGING)
         ],
     )
 
 
 def hangup_incoming(m: CallManager) -> dict[str, Any]:
     return _hangup_each(
-        m, [c.call for c in m.calls() if c.direction == "in" and c.state in RINGING]
+        m, [c.call for c in m.calls() if c.direction == CallDirection.IN and c.state in RINGING]
     )
 
 
 def hangup_calling(m: CallManager) -> dict[str, Any]:
     return _hangup_each(
-        m, [c.call for c in m.calls() if c.direction == "out" and c.state in UNANSWERED_OUT]
+        m,
+        [
+            c.call
+            for c in m.calls()
+            if c.direction == CallDirection.OUT and c.state in UNANSWERED_OUT
+        ],
     )
 
 

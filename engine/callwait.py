@@ -17,17 +17,17 @@ from .state import CallSnapshot
 
 #: Call states in the order a call passes them (calling/incoming are alternatives).
 _STATE_RANK = {
-    "calling": 0,
-    "incoming": 0,
-    "early": 1,
-    "connecting": 2,
-    "confirmed": 3,
-    "disconnected": 4,
+    CallStateName.CALLING: 0,
+    CallStateName.INCOMING: 0,
+    CallStateName.EARLY: 1,
+    CallStateName.CONNECTING: 2,
+    CallStateName.CONFIRMED: 3,
+    CallStateName.DISCONNECTED: 4,
 }
 
 
-def _reached(current: str, wanted: str) -> bool:
-    if wanted == "disconnected" or current != "disconnected":
+def _reached(current: CallStateName, wanted: CallStateName) -> bool:
+    if wanted is CallStateName.DISCONNECTED or current is not CallStateName.DISCONNECTED:
         return _STATE_RANK.get(current, -1) >= _STATE_RANK[wanted]
     return False
 
@@ -39,7 +39,7 @@ def _state_event(snap: CallSnapshot) -> CallState:
         sip_call_id=snap.sip_call_id,
         account=snap.account,
         direction=snap.direction,
-        state=CallStateName(snap.state),
+        state=snap.state,
         code=snap.code,
         reason=snap.reason,
         remote_uri=snap.remote_uri,
@@ -57,11 +57,13 @@ def wait_for_state(
     timeout: float,
 ) -> CallState:
     """See :meth:`engine.manager.CallManager.wait_for`."""
-    if state not in _STATE_RANK:
+    try:
+        wanted = CallStateName(state)
+    except ValueError:
         raise EngineError(
             f"unknown call state {state!r} (one of {', '.join(_STATE_RANK)})",
             code="bad_params",
-        )
+        ) from None
     seen: queue.SimpleQueue[CallState] = queue.SimpleQueue()
     unsubscribe = bus.subscribe(
         CallbackHandler(
@@ -72,7 +74,7 @@ def wait_for_state(
     )
     try:  # subscribed first, then the current state: no change can slip between
         now = [c for c in calls() if c.call == call]
-        if now and _reached(now[0].state, state):
+        if now and _reached(now[0].state, wanted):
             return _state_event(now[0])
         if not now and seen.empty():
             raise NotFoundError(f"no call {call}")
@@ -84,7 +86,7 @@ def wait_for_state(
                 raise EngineError(
                     f"call {call} did not reach {state} within {timeout:g} s", code="timeout"
                 ) from None
-            if _reached(event.state.value, state):
+            if _reached(event.state, wanted):
                 return event
             if event.state is CallStateName.DISCONNECTED:
                 raise EngineError(

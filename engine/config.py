@@ -549,7 +549,8 @@ def load_config(
 
 # -- warnings for what a typo would otherwise leave silent ---------------------------
 
-#: MicroSIP keys the engine does not model but must not call typos (spec §4).
+#: MicroSIP keys the engine does not model but must not call typos
+#: (docs/microsip.md#ini-settings).
 _MICROSIP_ONLY_KEYS = {
     k.casefold(): k
     for k in (

@@ -1,4 +1,5 @@
-"""The ``WM_COPYDATA`` payload MicroSIP accepts from integrations (spec §2).
+"""The ``WM_COPYDATA`` payload MicroSIP accepts from integrations
+(docs/microsip.md#wm-copydata).
 
 A second ``MicroSIP.exe`` (or any integration) sends its raw command line as a
 ``COPYDATASTRUCT``: ``dwData`` 1 = run it now, 2 = queue it (3.20+); ``lpData`` =

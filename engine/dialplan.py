@@ -1,4 +1,5 @@
-"""Number normalisation, ``dialingPrefix`` and the Cisco-like ``dialPlan`` (spec §3b.4).
+"""Number normalisation, ``dialingPrefix`` and the Cisco-like ``dialPlan``
+(docs/microsip.md#dial-plan).
 
 MicroSIP's ``FormatNumber`` turns what the user (or an integration) asked to dial into
 what is really dialled; an account's ``dialingPrefix``/``dialPlan`` are part of the

@@ -51,6 +51,48 @@ class RegState(enum.StrEnum):
     FAILED = "failed"
 
 
+class CallDirection(enum.StrEnum):
+    IN = "in"  # the far end called us
+    OUT = "out"  # we placed the call
+
+
+class MediaStatus(enum.StrEnum):
+    """A call's audio, as pjsua reports it."""
+
+    NONE = "none"
+    ACTIVE = "active"
+    LOCAL_HOLD = "local_hold"
+    REMOTE_HOLD = "remote_hold"
+    ERROR = "error"
+
+
+class DecisionAction(enum.StrEnum):
+    """What the engine does with a new inbound call."""
+
+    RING = "ring"  # 180 Ringing, wait for an answer command
+    ANSWER = "answer"  # 200 OK (after the decision's delay)
+    REJECT = "reject"  # the decision's code (486 Busy Here ...)
+    FORWARD = "forward"  # 302 to the forwarding target
+
+
+class HookOutcome(enum.StrEnum):
+    OK = "ok"  # exit code 0
+    FAILED = "failed"  # non-zero exit, or killed because the engine is stopping
+    TIMEOUT = "timeout"  # killed after the hook timeout
+    NOT_STARTED = "not_started"  # the program could not be started
+
+
+class TransferRole(enum.StrEnum):
+    TRANSFEROR = "transferor"  # we sent the REFER
+    TRANSFEREE = "transferee"  # the far end asked us to call someone
+
+
+class DeferredDialState(enum.StrEnum):
+    WAITING = "waiting"
+    PLACED = "placed"
+    DROPPED = "dropped"
+
+
 def _now() -> float:
     return time.time()
 
@@ -123,7 +165,7 @@ class CallState(Event):
     call: int
     sip_call_id: str
     account: int
-    direction: str
+    direction: CallDirection
     state: CallStateName
     code: int
     reason: str
@@ -139,7 +181,7 @@ class MediaState(Event):
 
     type: ClassVar[EventType] = EventType.MEDIA_STATE
     call: int
-    status: str
+    status: MediaStatus
     direction: str
     #: The negotiated audio codec, ``name/clock rate`` ("PCMU/8000", "opus/48000").
     codec: str = ""
@@ -210,7 +252,7 @@ class IncomingDecision(Event):
 
     type: ClassVar[EventType] = EventType.INCOMING_DECISION
     call: int
-    action: str  # ring | answer | reject | forward
+    action: DecisionAction
     code: int
     reason: str
     delay: float = 0.0
@@ -224,7 +266,7 @@ class HookRun(Event):
     type: ClassVar[EventType] = EventType.HOOK
     hook: str
     call: int
-    outcome: str
+    outcome: HookOutcome
     exit_code: int | None = None
     seconds: float = 0.0
     error: str = ""
@@ -238,7 +280,7 @@ class TransferProgress(Event):
 
     type: ClassVar[EventType] = EventType.TRANSFER
     call: int
-    role: str
+    role: TransferRole
     code: int
     reason: str
     final: bool
@@ -281,5 +323,5 @@ class DeferredDial(Event):
     type: ClassVar[EventType] = EventType.DEFERRED_DIAL
     account: int
     target: str
-    state: str
+    state: DeferredDialState
     reason: str = ""

@@ -6,7 +6,8 @@ module is pure (no I/O, no pjsua2, no numpy) because the ``microsip`` launcher i
 it and must start fast.
 
 Precedence, in the order :func:`parse_command_line` applies it (MicroSIP 3.22's
-``CommandLine`` → ``DialNumberFromCommandLine`` → ``DialNumber``; spec §3):
+``CommandLine`` → ``DialNumberFromCommandLine`` → ``DialNumber``; see
+docs/microsip.md#command-line):
 
 1. Reject what MicroSIP could never have received sensibly: more than
    :data:`MAX_COMMAND_LINE` characters, control characters (NUL included) or lone
@@ -422,7 +423,7 @@ def _extract_account(line: str) -> tuple[int | None, str]:
 
 
 def _parse_command(line: str, scheme: str) -> tuple[Action, ...]:
-    """The slash commands of spec §3b.3, else a dial or a message."""
+    """The slash commands (docs/microsip.md#slash-commands), else a dial or a message."""
     exact = _EXACT_COMMANDS.get(line)
     if exact is not None:
         return (exact,)
@@ -543,7 +544,8 @@ _LAUNCHER: dict[str, LauncherAction] = {
 
 
 def launcher_action(argv_text: str) -> LauncherAction:
-    """What the *launching* process does with its own command line (spec §1).
+    """What the *launching* process does with its own command line
+    (docs/microsip.md#launcher).
 
     MicroSIP compares its raw command line as a whole, exactly and case-sensitively
     (``lstrcmp``), so ``" /exit"`` or ``/EXIT`` are forwarded like anything else:

@@ -9,7 +9,7 @@ which its whole process group is killed. Every run ends in a ``hook`` event
 ``timeout`` or ``not_started`` (no such program, not executable); nothing a hook
 does can raise into the engine.
 
-When each hook fires (MicroSIP 3.22, spec §5):
+When each hook fires (MicroSIP 3.22, docs/microsip.md#hooks):
 
 - ``cmdIncomingCall``: every inbound INVITE (``incoming_call``), before any policy.
 - ``cmdCallRing``: the policy decided to ring (``incoming_decision`` action ``ring``),
@@ -96,10 +96,13 @@ import structlog
 from ._lazy import LazyModule
 from .config import AccountConfig, Settings
 from .events import (
+    CallDirection,
     CallState,
     CallStateName,
+    DecisionAction,
     Event,
     EventType,
+    HookOutcome,
     HookRun,
     IncomingCall,
     IncomingDecision,
@@ -231,7 +234,7 @@ class CallContext:
     call: int
     sip_call_id: str
     account: int
-    direction: str  # "in" | "out"
+    direction: CallDirection
     remote_uri: str
     remote_user: str
     display_name: str
@@ -245,7 +248,7 @@ class CallContext:
             call=ev.call,
             sip_call_id=ev.sip_call_id,
             account=ev.account,
-            direction="in",
+            direction=CallDirection.IN,
             remote_uri=ev.remote_uri,
             remote_user=ev.remote_user,
             display_name=ev.display_name,
@@ -291,7 +294,7 @@ def expand_placeholders(
         "domain": url_encode(host_port(ctx.remote_uri)),
         "name": url_encode(ctx.display_name),
         "callid": url_encode(ctx.sip_call_id),
-        "direction": "out" if ctx.direction == "out" else "in",
+        "direction": "out" if ctx.direction == CallDirection.OUT else "in",
     }
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
@@ -303,7 +306,7 @@ def hook_environment(hook: str, ctx: CallContext) -> dict[str, str]:
         "MICROSIP_HOOK": hook,
         "MICROSIP_CALL_ID": ctx.sip_call_id,
         "MICROSIP_CALL": str(ctx.call),
-        "MICROSIP_DIRECTION": "outgoing" if ctx.direction == "out" else "incoming",
+        "MICROSIP_DIRECTION": "outgoing" if ctx.direction == CallDirection.OUT else "incoming",
         "MICROSIP_REMOTE_URI": ctx.remote_uri,
         "MICROSIP_REMOTE_USER": ctx.remote_user,
         "MICROSIP_REMOTE_NAME": ctx.display_name,
@@ -391,7 +394,7 @@ class HookRunner:
             self._fire("cmdIncomingCall", ctx)
         elif isinstance(event, IncomingDecision):
             track = self._calls.get(event.call)
-            if event.action == "ring" and track is not None:
+            if event.action == DecisionAction.RING and track is not None:
                 ctx = dataclasses.replace(track.ctx, code=event.code, reason=event.reason)
                 self._fire("cmdCallRing", ctx)
         elif isinstance(event, CallState):
@@ -401,13 +404,13 @@ class HookRunner:
         ctx = CallContext.of_state(ev)
         track = self._calls.setdefault(ev.call, _Track(ctx))
         track.ctx = ctx
-        if ev.direction == "out" and ev.state is CallStateName.CALLING:
+        if ev.direction == CallDirection.OUT and ev.state is CallStateName.CALLING:
             if not track.outgoing_fired:
                 track.outgoing_fired = True
                 self._fire("cmdOutgoingCall", ctx)
         elif ev.state is CallStateName.CONFIRMED and not track.confirmed:
             track.confirmed = True
-            if ev.direction == "in":
+            if ev.direction == CallDirection.IN:
                 self._fire("cmdCallAnswer", ctx)
                 # cmdCallAnswerVideo: only for calls with video, and there is none.
             self._fire("cmdCallStart", ctx)
@@ -488,7 +491,7 @@ class HookRunner:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             error = f"{type(exc).__name__}: {reason}: {program}"
             log.error("hook_not_started", hook=job.hook, call=job.call, error=error)
-            self._report(job, "not_started", None, time.monotonic() - started, error)
+            self._report(job, HookOutcome.NOT_STARTED, None, time.monotonic() - started, error)
             return
         with self._lock:
             self._running[proc.pid] = proc
@@ -512,24 +515,26 @@ class HookRunner:
             log.warning(
                 "hook_timeout", hook=job.hook, call=job.call, program=program, seconds=seconds
             )
-            self._report(job, "timeout", None, seconds, f"killed after {self.timeout:g} s")
+            self._report(
+                job, HookOutcome.TIMEOUT, None, seconds, f"killed after {self.timeout:g} s"
+            )
             return
         seconds = time.monotonic() - started
         with self._lock:
             killed = proc.pid in self._killed
         if killed:
-            self._report(job, "failed", code, seconds, "killed: the engine is stopping")
+            self._report(job, HookOutcome.FAILED, code, seconds, "killed: the engine is stopping")
         elif code == 0:
             log.info("hook_ran", hook=job.hook, call=job.call, seconds=round(seconds, 3))
-            self._report(job, "ok", code, seconds, "")
+            self._report(job, HookOutcome.OK, code, seconds, "")
         else:
             log.warning(
                 "hook_failed", hook=job.hook, call=job.call, program=program, exit_code=code
             )
-            self._report(job, "failed", code, seconds, f"exit code {code}")
+            self._report(job, HookOutcome.FAILED, code, seconds, f"exit code {code}")
 
     def _report(
-        self, job: _Job, outcome: str, code: int | None, seconds: float, error: str
+        self, job: _Job, outcome: HookOutcome, code: int | None, seconds: float, error: str
     ) -> None:
         event = HookRun(
             hook=job.hook,

@@ -23,8 +23,11 @@ from .config import AccountConfig, Config
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
+    CallDirection,
     CallState,
+    CallStateName,
     DeferredDial,
+    DeferredDialState,
     EngineStarted,
     EngineStopping,
     Event,
@@ -240,7 +243,7 @@ class CallManager:
         """MicroSIP's name: YYYYMMDD-HHMMSS-<remote>-<incoming|outgoing>-<account>.wav."""
         acc = self.account_config(call.account)
         who = acc.label or acc.username or "local"
-        direction = "incoming" if call.direction == "in" else "outgoing"
+        direction = "incoming" if call.direction == CallDirection.IN else "outgoing"
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(call.answer_time or time.time()))
         name = f"{stamp}-{_file_safe(call.remote_user)}-{direction}-{_file_safe(who)}.wav"
         return os.path.join(self.recording_dir(), name)
@@ -320,7 +323,7 @@ class CallManager:
         self.target_uri(target, index)  # a bad target fails now, not later
         if not self.account_config(index).server or self._registered(index):
             return self.dial(target, index, post_dial=post_dial)
-        failed = [a for a in self.accounts() if a.account == index and a.state == "failed"]
+        failed = [a for a in self.accounts() if a.account == index and a.state == RegState.FAILED]
         if failed:  # deferring would only drop the call later, silently for the caller
             raise EngineError(
                 f"[Account{index}] is not registered: its last registration failed "
@@ -334,14 +337,14 @@ class CallManager:
             self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
             self._expiry_timers.append(timer)
         log.info("dial_deferred", account=index, target=target, timeout=ttl)
-        self._publish(DeferredDial(account=index, target=target, state="waiting"))
+        self._publish(DeferredDial(account=index, target=target, state=DeferredDialState.WAITING))
         timer.start()  # after "waiting": its "dropped" is never stamped less than ttl later
         if self._registered(index):  # registered meanwhile: do not wait for a refresh
             self._flush_pending(index)
         return None
 
     def _registered(self, index: int) -> bool:
-        return any(a.account == index and a.state == "registered" for a in self.accounts())
+        return any(a.account == index and a.state == RegState.REGISTERED for a in self.accounts())
 
     def _dial_pending(self, event: Event) -> None:
         if not isinstance(event, RegistrationChanged):
@@ -364,7 +367,11 @@ class CallManager:
 
     def _dropped(self, account: int, target: str, why: str) -> None:
         log.warning("deferred_dial_dropped", account=account, target=target, reason=why)
-        self._publish(DeferredDial(account=account, target=target, state="dropped", reason=why))
+        self._publish(
+            DeferredDial(
+                account=account, target=target, state=DeferredDialState.DROPPED, reason=why
+            )
+        )
 
     def _drop_pending(self, index: int, why: str) -> None:
         """A deferred dial is not kept for a registration that failed or an account
@@ -391,7 +398,9 @@ class CallManager:
             except EngineError as exc:
                 self._dropped(account, target, f"dial failed: {exc.message}")
                 continue
-            self._publish(DeferredDial(account=account, target=target, state="placed"))
+            self._publish(
+                DeferredDial(account=account, target=target, state=DeferredDialState.PLACED)
+            )
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
@@ -446,7 +455,10 @@ class CallManager:
 
     def _first_ringing(self) -> int:
         for snap in self.calls():
-            if snap.direction == "in" and snap.state in ("incoming", "early"):
+            if snap.direction == CallDirection.IN and snap.state in (
+                CallStateName.INCOMING,
+                CallStateName.EARLY,
+            ):
                 return snap.call
         raise NotFoundError("no ringing inbound call to answer")
 
@@ -467,7 +479,7 @@ class CallManager:
     def current_call(self) -> int:
         """MicroSIP's "current call": the newest answered call, else the newest call."""
         calls = self.calls()
-        answered = [c for c in calls if c.state == "confirmed"]
+        answered = [c for c in calls if c.state == CallStateName.CONFIRMED]
         pool = answered or calls
         if not pool:
             raise NotFoundError("there is no call")
@@ -503,7 +515,7 @@ class CallManager:
 
     def conference(self, calls: list[int] | None = None) -> list[int]:
         """Merge calls on the local bridge (default: every answered call)."""
-        numbers = calls or [c.call for c in self.calls() if c.state == "confirmed"]
+        numbers = calls or [c.call for c in self.calls() if c.state == CallStateName.CONFIRMED]
         if len(numbers) < 2 and not calls:
             raise EngineError("a conference needs two answered calls", code="invalid_state")
         return self._run(self._stack.mixer.merge, numbers)

@@ -1,6 +1,6 @@
 """The one place that decides what happens to a new inbound call.
 
-MicroSIP 3.22's order (spec §6): duplicate caller → ``callWaiting`` /
+MicroSIP 3.22's order (docs/microsip.md#incoming-order): duplicate caller → ``callWaiting`` /
 ``maxConcurrentCalls`` → ``denyIncoming`` (with the DND toggle) → auto-answer →
 forwarding → else 180 Ringing. Pure and fast: it runs on the SIP thread for every
 INVITE, and every decision becomes an ``incoming_decision`` event with its reason.
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from .config import AccountConfig, Settings
 from .dialplan import to_sip_uri
+from .events import CallStateName, DecisionAction
 from .sipuri import header_value, split_name_addr, user_part
 from .state import CallSnapshot, Decision
 
@@ -94,11 +95,13 @@ def _auto_answer(s: Settings, toggles: Toggles, invite: str, caller: str) -> Dec
     delay = float(s.auto_answer_delay)
     if s.auto_answer == "all" or (s.auto_answer == "button" and toggles.aa):
         why = "auto-answer (all)" if s.auto_answer == "all" else "auto-answer (AA on)"
-        return Decision("answer", 200, why, delay)
+        return Decision(DecisionAction.ANSWER, 200, why, delay)
     if s.auto_answer == "header":
         asked = _header_answer_delay(invite, delay)
         if asked is not None:
-            return Decision("answer", 200, "auto-answer requested by the caller", asked)
+            return Decision(
+                DecisionAction.ANSWER, 200, "auto-answer requested by the caller", asked
+            )
     return None
 
 
@@ -107,7 +110,9 @@ def _forward(s: Settings, toggles: Toggles, acc: AccountConfig) -> Decision | No
         return None
     if s.forwarding == "all" or (s.forwarding == "button" and toggles.fwd):
         target = to_sip_uri(s.forwarding_number, acc.domain)
-        return Decision("forward", 302, f"forwarded to {target}", float(s.forwarding_delay), target)
+        return Decision(
+            DecisionAction.FORWARD, 302, f"forwarded to {target}", float(s.forwarding_delay), target
+        )
     return None
 
 
@@ -120,18 +125,20 @@ def decide(
     toggles: Toggles,
 ) -> Decision:
     """The decision for ``call`` given the INVITE text and the other live calls."""
-    live = [c for c in others if c.call != call.call and c.state != "disconnected"]
+    live = [c for c in others if c.call != call.call and c.state != CallStateName.DISCONNECTED]
     if any(c.remote_uri == call.remote_uri for c in live):
         why = "Already in call with this contact"
-        return Decision("reject", BUSY, why, phrase=why)
+        return Decision(DecisionAction.REJECT, BUSY, why, phrase=why)
     if live and not settings.call_waiting:
-        return Decision("reject", BUSY, "Busy Here (callWaiting=0)")
+        return Decision(DecisionAction.REJECT, BUSY, "Busy Here (callWaiting=0)")
     if settings.max_concurrent_calls and len(live) >= settings.max_concurrent_calls:
         why = "Maximum concurrent calls reached"
-        return Decision("reject", BUSY, why, phrase=why)
+        return Decision(DecisionAction.REJECT, BUSY, why, phrase=why)
     if _denied(settings, toggles, account, invite, call.remote_uri):
         why = "Do not disturb" if settings.deny_incoming == "button" else "Busy Here"
-        return Decision("reject", BUSY, f"{why} (denyIncoming={settings.deny_incoming})")
+        return Decision(
+            DecisionAction.REJECT, BUSY, f"{why} (denyIncoming={settings.deny_incoming})"
+        )
     answer = _auto_answer(settings, toggles, invite, call.remote_user)
     if answer is not None:
         return answer

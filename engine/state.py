@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
+
+from .events import CallDirection, CallStateName, DecisionAction, MediaStatus, RegState
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Enum members as their plain string values, as the JSON has always carried."""
+    return {k: v.value if isinstance(v, enum.Enum) else v for k, v in d.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +39,8 @@ class CallSnapshot:
     call: int
     sip_call_id: str
     account: int
-    direction: str  # "in" | "out"
-    state: str
+    direction: CallDirection
+    state: CallStateName
     remote_uri: str
     remote_user: str
     display_name: str
@@ -40,11 +48,11 @@ class CallSnapshot:
     answer_time: float | None
     code: int
     reason: str
-    media: str
+    media: MediaStatus
     recording: str | None = None
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = _plain(dataclasses.asdict(self))
         if now is not None:
             d["duration"] = round(now - self.answer_time, 3) if self.answer_time else 0.0
         return d
@@ -55,14 +63,14 @@ class AccountSnapshot:
     account: int
     uri: str
     registrar: str
-    state: str
+    state: RegState
     code: int
     reason: str
     expires: int
     transport: str
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +80,7 @@ class Decision:
     ``reason`` says why (it goes into the ``incoming_decision`` event); ``phrase``
     is the SIP reason phrase sent (empty: the standard one)."""
 
-    action: str = "ring"
+    action: DecisionAction = DecisionAction.RING
     code: int = 180
     reason: str = "ringing"
     delay: float = 0.0

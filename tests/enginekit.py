@@ -1,4 +1,8 @@
-"""Test helpers for driving a real engine: start one from an ini text, wait for events."""
+"""Test helpers for driving a real engine: start one from an ini text, wait for events.
+
+Waits go through events (:class:`EventLog`, fed by the bus in this process or by a
+``serve`` process's event stream) or, for what is not an event, through
+``peers.process.wait_until``: one hard-deadline helper, no sleep-and-hope."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from peers.process import PeerError, wait_until
 
 from engine.config import load_config
 from engine.events import Event
@@ -25,8 +31,11 @@ class EventLog:
         self._cond = threading.Condition()
 
     def on_event(self, event: Event) -> None:
+        self.add(event.to_dict())
+
+    def add(self, event: dict[str, Any]) -> None:
         with self._cond:
-            self.events.append(event.to_dict())
+            self.events.append(event)
             self._cond.notify_all()
 
     def wait(self, predicate: Predicate, timeout: float = 10.0, what: str = "") -> dict[str, Any]:
@@ -120,6 +129,9 @@ def engines_fixture(tmp_path: Path) -> Iterator[Engines]:
 class ServeProcess:
     """``microsip-engine serve`` as a real child process, JSON logs in a file."""
 
+    _stream: Any = None
+    _events: EventLog | None = None
+
     def __init__(self, tmp: Path, ini: str | None, *extra: str) -> None:
         import os
         import subprocess
@@ -141,6 +153,27 @@ class ServeProcess:
         )
         self.ready = self.wait_log(lambda e: e.get("event") == "ready", 15, "the ready line")
 
+    @property
+    def events(self) -> EventLog:
+        """The engine's event stream, subscribed on first use (so use it before what
+        is to be waited for happens); events collect here until the engine stops."""
+        if self._events is None:
+            self._events = EventLog()
+            self._stream = self.client().events()
+            self._reader = threading.Thread(target=self._read_events, daemon=True)
+            self._reader.start()
+        return self._events
+
+    def _read_events(self) -> None:
+        from engine.control import ControlError
+
+        assert self._events is not None
+        try:
+            for event in self._stream:  # ends when the engine closes the stream
+                self._events.add(event)
+        except ControlError:
+            pass  # the engine went away: the waits report what never came
+
     def log_entries(self) -> list[dict[str, Any]]:
         import json
 
@@ -153,18 +186,23 @@ class ServeProcess:
         return out
 
     def wait_log(self, predicate: Predicate, timeout: float, what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in self.log_entries():
-                if predicate(entry):
-                    return entry
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(
-            f"no {what} in the engine log (exit {self.proc.poll()}):\n"
-            + self.log_path.read_text(errors="replace")[-3000:]
-        )
+        """The first log entry matching ``predicate`` (for what is a log line, not an
+        event: ``ready``, milestones); fails when the engine exits or after ``timeout``."""
+
+        def found() -> dict[str, Any] | None:
+            match = next((e for e in self.log_entries() if predicate(e)), None)
+            if match is None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"no {what} in the engine log (exit {self.proc.poll()}):\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            return match
+
+        try:
+            return wait_until(found, timeout, f"{what} in the engine log", interval=0.05)
+        except PeerError as exc:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}:\n{tail}") from None
 
     def sip_port(self) -> int:
         return int(self.ready["sip"][0].rsplit(":", 1)[1])
@@ -182,5 +220,8 @@ class ServeProcess:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._stream is not None:
+            self._reader.join(5)  # the engine's exit ended the stream
+            self._stream.close()
         self._log.close()
         return self.proc.returncode

@@ -30,6 +30,7 @@ from audio import (
 )
 from enginekit import BASE_INI, Engines, EventLog, engines_fixture, sip_port
 from peers.baresip import Baresip, BaresipFactory
+from peers.process import wait_until
 from peers.sipp import Sipp, SippFactory
 
 from engine.actions import run_command_line
@@ -376,7 +377,13 @@ def test_dtmf_each_method_arrives_at_baresip_and_its_digits_come_back(
     mark = bob.event_mark()
 
     # In-band first: while pjmedia sends RFC 2833 events it sends no audio frames.
-    time.sleep(0.3)  # past the codec-narrowing re-INVITE that follows the answer
+    # After the answer pjsua offers again with one codec (baresip answered with
+    # several): the tones go into the stream that offer settles.
+    wait_until(
+        lambda: sum(e.get("type") == "CALL_REMOTE_SDP" for e in bob.events()) >= 2,
+        5,
+        "bob to receive the codec-narrowing offer",
+    )
     assert manager.send_dtmf("5", call, method=1) == "inband"
     time.sleep(0.5)  # 160 ms of tone, then silence
     assert manager.send_dtmf("12", call, method=2) == "rfc2833"

@@ -19,6 +19,7 @@ import pytest
 import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from peers.process import wait_until
 
 from engine.bus import EventBus
 from engine.commands import CommandError, CommandRegistry, Param
@@ -72,14 +73,6 @@ def ask(path: str, cmd: str, **params: Any) -> Any:
     """One request on a fresh client connection."""
     with ControlClient(path, timeout=TIMEOUT) as client:
         return client.request(cmd, **params)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def make_registry(touched: list[str]) -> CommandRegistry:
@@ -418,7 +411,7 @@ def test_stream_survives_half_close_and_ends_on_hangup(
     bus.publish(call_state(call=5))
     assert conn.line()["call"] == 5
     conn.close()
-    wait_for(lambda: server.client_count == 0, "the hung-up subscriber to be dropped")
+    wait_until(lambda: server.client_count == 0, TIMEOUT, "the hung-up subscriber to be dropped")
 
 
 def test_close_ends_idle_streams(make_server: Callable[..., ControlServer]) -> None:
@@ -460,7 +453,7 @@ def test_slow_subscriber_is_dropped(
                 MessageReceived(account=1, from_uri="a", to_uri="b", content_type="t", body=body)
             )
         assert time.monotonic() - started < 1.0  # publishing never waited for the client
-        wait_for(lambda: server.client_count == 0, "the slow subscriber to be dropped")
+        wait_until(lambda: server.client_count == 0, TIMEOUT, "the slow subscriber to be dropped")
     assert any(e["event"] == "control_subscriber_overflow" for e in logs)
     with pytest.raises((EOFError, OSError)):
         while True:
@@ -573,7 +566,9 @@ def assert_closed_for_idleness(conn: Raw) -> str:
 def idle_connections(server: ControlServer, count: int) -> list[Raw]:
     """``count`` connections that never send anything, once the server serves them all."""
     conns = [Raw(server.path) for _ in range(count)]
-    wait_for(lambda: server.client_count == count, f"{count} idle connections to be admitted")
+    wait_until(
+        lambda: server.client_count == count, TIMEOUT, f"{count} idle connections to be admitted"
+    )
     return conns
 
 
@@ -586,7 +581,7 @@ def test_a_new_client_is_served_beside_64_idle_connections(server: ControlServer
         "times": 1,
         "loud": False,
     }
-    wait_for(lambda: server.client_count == 64, "the client to leave")  # nobody gave way
+    wait_until(lambda: server.client_count == 64, TIMEOUT, "the client to leave")  # nobody gave way
     for conn in idle:
         conn.close()
 
@@ -652,7 +647,7 @@ def test_the_client_reconnects_when_its_idle_connection_was_closed(
     server = make_server(idle_timeout=0.2)
     with ControlClient(server.path, timeout=TIMEOUT) as client:
         assert client.request("add", a=1, b=1) == 2
-        wait_for(lambda: server.client_count == 0, "the idle connection to be closed")
+        wait_until(lambda: server.client_count == 0, TIMEOUT, "the idle connection to be closed")
         assert client.request("add", a=2, b=2) == 4
 
 

@@ -1,5 +1,6 @@
-"""The WM_COPYDATA payload (spec §2): dwData 1/2, UTF-16LE + NUL, and every way a
-foreign process can get it wrong; fuzzing that only CopyDataError escapes."""
+"""The WM_COPYDATA payload (docs/microsip.md#wm-copydata): dwData 1/2, UTF-16LE + NUL,
+and every way a foreign process can get it wrong; fuzzing that only CopyDataError
+escapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ``copydata`` control command end to end: MicroSIP's WM_COPYDATA (spec §2).
+"""The ``copydata`` control command end to end: MicroSIP's WM_COPYDATA
+(docs/microsip.md#wm-copydata).
 
 A real ``microsip-engine serve`` child and a real SIPp caller. ``dwData=1`` runs the
 command line and replies after it ran; ``dwData=2`` replies at once and runs it

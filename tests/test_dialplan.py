@@ -1,5 +1,5 @@
 """Number cleaning, dialingPrefix, the Cisco-like dialPlan and SIP URI building
-(spec §3b.4, MicroSIP's FormatNumber/GetSIPURI)."""
+(docs/microsip.md#dial-plan, MicroSIP's FormatNumber/GetSIPURI)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""MicroSIP's command-line grammar (spec §1, §3): every documented form, the edge
-cases where precedence matters, and fuzzing that only GrammarError escapes."""
+"""MicroSIP's command-line grammar (docs/microsip.md#launcher and #command-line):
+every documented form, the edge cases where precedence matters, and fuzzing that
+only GrammarError escapes."""
 
 from __future__ import annotations
 

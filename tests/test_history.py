@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog
 from enginekit import BASE_INI, Engines, engines_fixture, sip_port
+from peers.process import wait_until
 from peers.sipp import SippFactory
 
 from engine.cli import history as history_cli
@@ -405,10 +406,9 @@ def test_real_sipp_call_is_recorded(
     manager.answer(call["call"])
     ended = events.wait_for("call_state", call=call["call"], state="disconnected")
     assert sipp.wait(15).successful == 1
-    deadline = time.monotonic() + 5
-    while not rows_when_ended and time.monotonic() < deadline:
-        time.sleep(0.01)  # the subscriber runs on its own thread
-    assert rows_when_ended and len(rows_when_ended[0]) == 1  # already there when published
+    # The subscriber runs on its own thread.
+    wait_until(lambda: rows_when_ended or None, 5, "the subscriber to see the call end")
+    assert len(rows_when_ended[0]) == 1  # already there when published
     (row,) = read_history(db, 10)
     assert row["callId"] == call["sip_call_id"]
     assert (row["type"], row["direction"], row["account"]) == (TYPE_IN, "in", 0)

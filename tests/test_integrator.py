@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from enginekit import BASE_INI, Engines, ServeProcess, write_ini
 from peers.kamailio import Kamailio
+from peers.process import wait_until
 from peers.sipp import SippFactory
 
 BIN = Path(sys.executable).parent
@@ -449,13 +449,11 @@ def test_log_file_is_reopened_on_sighup_for_logrotate(tmp_path: Path) -> None:
 
 
 def wait_for_line(path: Path, text: str, child: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STEP
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text():
-            return
+    def found() -> bool:
         assert child.poll() is None, f"the engine exited {child.returncode}"
-        time.sleep(0.05)
-    raise AssertionError(f"no {text} in {path} within {STEP} s")
+        return path.exists() and text in path.read_text()
+
+    wait_until(found, STEP, f"{text} in {path}", interval=0.05)
 
 
 # ------------------------------------------------- item 9: history numbers, migrated
@@ -658,13 +656,11 @@ def test_the_readme_quick_start_works_as_written(tmp_path: Path) -> None:
             return done.stdout
 
         def calls(predicate: Callable[[str], bool]) -> str:
-            deadline = time.monotonic() + STEP
-            while time.monotonic() < deadline:
+            def matching() -> str | None:
                 status = sh("microsip-engine status")
-                if predicate(status):
-                    return status
-                time.sleep(0.1)
-            raise AssertionError(f"status never matched: {status}")
+                return status if predicate(status) else None
+
+            return wait_until(matching, STEP, "the status to match", interval=0.1)
 
         lines = quick_start_commands()
         assert lines[0] == "microsip-engine status" and lines[-1] == "microsip /exit"

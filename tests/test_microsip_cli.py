@@ -1,4 +1,5 @@
-"""The real ``microsip`` executable end to end (spec §1, §3; issue 3 "What must be shown").
+"""The real ``microsip`` executable end to end (docs/microsip.md#launcher and
+#command-line; issue 3 "What must be shown").
 
 Every test runs ``.venv/bin/microsip`` as a subprocess, exactly as an integration
 would run ``MicroSIP.exe <args>``, against a real ``microsip-engine serve`` child
@@ -229,7 +230,7 @@ _FROM_USER = re.compile(r"(^\s*From:[^<\n]*<sip:)[^@>\n]*@", re.MULTILINE)
 def caller_scenario(tmp: Path, scenario: str, caller: str) -> Path:
     """A SIPp UAC scenario whose From user is ``caller`` instead of ``sipp``: the engine,
     like MicroSIP, answers a second call from a contact it is already in a call with
-    with 486 "Already in call with this contact" (spec §6)."""
+    with 486 "Already in call with this contact" (docs/microsip.md#incoming-order)."""
     text, count = _FROM_USER.subn(
         rf"\g<1>{caller}@", (SCENARIO_DIR / f"{scenario}.xml").read_text()
     )

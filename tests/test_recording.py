@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from audio import frequencies_present, has_frequency, read_wav, write_tone_wav
 from enginekit import BASE_INI, Engines, ServeProcess, engines_fixture, sip_port
+from peers.process import wait_until
 from peers.sipp import SippFactory
 
 pytestmark = pytest.mark.peers
@@ -88,10 +89,12 @@ def test_recording_is_a_complete_wav_after_sigterm(
             params={"headers": "Subject: rec", "caller": "sipp"},
         )
         client = proc.client()
-        deadline = time.monotonic() + 10
-        while not [c for c in client.request("calls") if c["recording"]]:
-            assert time.monotonic() < deadline, "no recording started"
-            time.sleep(0.05)
+        wait_until(
+            lambda: [c for c in client.request("calls") if c["recording"]] or None,
+            10,
+            "a recording to start",
+            interval=0.05,
+        )
         client.close()
         time.sleep(1.5)  # a call with audio in progress
         proc.proc.send_signal(signal.SIGTERM)

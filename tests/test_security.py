@@ -16,7 +16,7 @@ import pytest
 from audio import dominant_frequency, read_wav, write_tone_wav
 from buildkit import EXPECTED
 from enginekit import BASE_INI, Engines, EventLog, ServeProcess, engines_fixture
-from peers.process import require
+from peers.process import require, wait_until
 
 pytestmark = pytest.mark.peers
 
@@ -74,13 +74,12 @@ def port_of(proc: ServeProcess, kind: str) -> int:
 
 def play_at_far_end(proc: ServeProcess, wav: Path) -> None:
     client = proc.client()
-    deadline = time.monotonic() + 10
-    while True:
-        calls = [c for c in client.request("calls") if c["state"] == "confirmed"]
-        if calls:
-            break
-        assert time.monotonic() < deadline, "far end never answered"
-        time.sleep(0.05)
+    calls = wait_until(
+        lambda: [c for c in client.request("calls") if c["state"] == "confirmed"] or None,
+        10,
+        "the far end to answer",
+        interval=0.05,
+    )
     client.request("play", call=calls[0]["call"], wav=str(wav))
     client.close()
 

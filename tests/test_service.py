@@ -12,6 +12,7 @@ import pytest
 from buildkit import EXPECTED
 from enginekit import ServeProcess
 from peers.kamailio import Kamailio
+from peers.process import wait_until
 from peers.sipp import SippFactory
 
 pytestmark = pytest.mark.peers
@@ -55,15 +56,11 @@ password=alice-secret
     serve.append(proc)
     kamailio.wait_registrations("alice", 1)
     client = proc.client()
+    events = proc.events  # subscribed before the call
     sipp = sipp_factory.uac(f"sip:100@127.0.0.1:{proc.sip_port()}", "uac_wait_bye")
-    deadline = time.monotonic() + 10
-    while not [c for c in client.request("calls") if c["state"] == "early"]:
-        assert time.monotonic() < deadline, "the call never rang"
-        time.sleep(0.05)
+    events.wait_for("call_state", state="early")
     client.request("answer")
-    while not [c for c in client.request("calls") if c["state"] == "confirmed"]:
-        assert time.monotonic() < deadline, "the call was never confirmed"
-        time.sleep(0.05)
+    events.wait_for("call_state", state="confirmed")
     client.close()
     time.sleep(1.0)  # a call in progress for a while (SIPp streams its RTP)
     started = time.monotonic()
@@ -102,11 +99,9 @@ pjsipLogLevel=9
     kamailio.wait_registrations("alice", 1)
     uas = sipp_factory.uas("uas_ring", ring_timeout_ms=3000)
     client = proc.client()
+    events = proc.events  # subscribed before the call
     call = client.request("dial", target=uas.uri("ring"))
-    deadline = time.monotonic() + 10
-    while not [c for c in client.request("calls") if c["state"] == "early"]:
-        assert time.monotonic() < deadline, "no ringing"
-        time.sleep(0.05)
+    events.wait_for("call_state", call=call["call"], state="early")
     client.request("hangup", call=call["call"])
     client.close()
     proc.stop()
@@ -174,14 +169,15 @@ def test_readme_command_1_runs_the_engine_until_sigterm(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60  # may (re)install the venv first
-            ready: list[dict[str, object]] = []
-            while not ready and time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.1)
-                for line in log_path.read_text(errors="replace").splitlines():
-                    if line.startswith("{") and json.loads(line).get("event") == "ready":
-                        ready.append(json.loads(line))
-            assert ready, log_path.read_text()[-2000:]
+
+            def ready_lines() -> list[dict[str, object]] | None:
+                assert proc.poll() is None, log_path.read_text()[-2000:]
+                lines = log_path.read_text(errors="replace").splitlines()
+                entries = [json.loads(x) for x in lines if x.startswith("{")]
+                return [e for e in entries if e.get("event") == "ready"] or None
+
+            # 60 s: scripts/run may (re)install the venv first.
+            ready = wait_until(ready_lines, 60, "the ready line", interval=0.1)
             assert ready[0]["config"] == "embedded default" and ready[0]["control"] == control
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0

@@ -23,7 +23,6 @@ Every wait has a hard timeout.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,27 +160,20 @@ def test_blind_transfer_connects_the_peer_to_the_target_and_drops_our_leg(
 def wait_engine_event(
     peer: ServeProcess, kind: str, timeout: float = 5.0, **fields: Any
 ) -> dict[str, Any]:
-    """The first event ``kind`` with ``fields`` in a ``serve`` engine's JSON log
-    (``--log-level debug`` logs every event)."""
-
-    def match(e: dict[str, Any]) -> bool:
-        return (
-            e.get("event") == "event"
-            and e.get("event_type") == kind
-            and all(e.get(k) == v for k, v in fields.items())
-        )
-
-    return peer.wait_log(match, timeout, f"{kind} {fields}")
+    """The first event ``kind`` with ``fields`` on a ``serve`` engine's event stream."""
+    return peer.events.wait_for(kind, timeout, **fields)
 
 
 @pytest.fixture
 def far_engines(tmp_path: Path) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    """Two auto-answering ``microsip-engine serve`` processes: A (alice) and C (carol)."""
+    """Two auto-answering ``microsip-engine serve`` processes: A (alice) and C (carol),
+    their event streams subscribed before any call."""
     started: list[ServeProcess] = []
     try:
         for name in ("alice", "carol"):
             (tmp_path / name).mkdir()
-            started.append(ServeProcess(tmp_path / name, AUTO_ANSWER_INI, "--log-level", "debug"))
+            started.append(ServeProcess(tmp_path / name, AUTO_ANSWER_INI))
+            assert started[-1].events.events == []
         yield started[0], started[1]
     finally:
         for proc in started:
@@ -239,8 +231,24 @@ def test_attended_transfer_target_keeps_and_reports_the_replacing_call(
     alice, carol = far_engines
     attended_transfer(engines, alice, carol)
     new_call = wait_engine_event(alice, "transfer", role="transferee")["new_call"]
-    wait_engine_event(alice, "call_state", call=new_call, state="confirmed")
-    time.sleep(0.5)  # long enough for C to drop what it considers ended
+    wait_engine_event(alice, "media_state", call=new_call, status="active")
+    # A's leg to us and C's leg to us have ended (the BYE and the Replaces), and C
+    # answered the replacing call: their events are out, so ``calls`` agrees.
+    alice.events.wait(
+        lambda e: (
+            e["event"] == "call_state" and e["state"] == "disconnected" and e["call"] != new_call
+        ),
+        5,
+        "A's leg to us to end",
+    )
+    gone = wait_engine_event(carol, "call_state", state="disconnected")
+    carol.events.wait(
+        lambda e: (
+            e["event"] == "call_state" and e["state"] == "confirmed" and e["call"] != gone["call"]
+        ),
+        5,
+        "C to answer the replacing call",
+    )
     with alice.client() as a, carol.client() as c:
         a_calls = [(x["call"], x["state"], x["media"]) for x in a.request("calls")]
         reported = [x for x in c.request("calls") if x["state"] == "confirmed"]

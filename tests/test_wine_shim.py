@@ -15,14 +15,13 @@ installs them). The shim's pure C functions are unit-tested natively by CTest
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from enginekit import ServeProcess
-from peers.process import APT_PACKAGES, free_port, require
+from peers.process import APT_PACKAGES, free_port, require, wait_until
 from peers.sipp import SippFactory
 from wine import (
     MINGW_GCC,
@@ -91,25 +90,15 @@ def shim(
 
 
 def wait_for_call(engine: ServeProcess, state: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-    """The first engine call in ``state`` (polls ``calls`` with a hard deadline)."""
-    deadline = time.monotonic() + timeout
+    """A call of the engine that is in ``state`` now (not one that once was: the
+    launcher test places a second call after the first has ended)."""
     with engine.client() as client:
-        while True:
-            calls = client.request("calls")
-            for call in calls:
-                if call["state"] == state:
-                    return dict(call)
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no call in state {state!r} after {timeout}s: {calls}")
-            time.sleep(0.05)
-
-
-def wait_until(probe: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        return wait_until(
+            lambda: next((dict(c) for c in client.request("calls") if c["state"] == state), None),
+            timeout,
+            f"a call in state {state!r}",
+            interval=0.05,
+        )
 
 
 def replies(result: Any) -> list[int]:
@@ -189,7 +178,7 @@ def test_launcher_dials_hangs_up_and_exits(
     assert shim.send("--find-only").returncode == 0
     wait_for_call(engine, "confirmed")
     assert shim.launch("/hangupall").returncode == 0
-    wait_until(lambda: uas.result().received("BYE") == 1, "the first BYE")
+    wait_until(lambda: uas.result().received("BYE") == 1, TIMEOUT, "the first BYE", interval=0.05)
 
     # With the resident running: forwarded as WM_COPYDATA dwData=1.
     assert shim.launch(target).returncode == 0

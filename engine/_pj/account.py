@@ -189,7 +189,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             account=self.index,
             uri=self.uri,
             registrar=self.registrar,
-            state=str(self.reg.state),
+            state=self.reg.state,
             code=self.reg.code,
             reason=self.reg.reason,
             expires=self.reg.expires,

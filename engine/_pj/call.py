@@ -13,12 +13,15 @@ import pjsua2 as pj
 import structlog
 
 from ..events import (
+    CallDirection,
     CallState,
     CallStateName,
     DtmfReceived,
     MediaState,
+    MediaStatus,
     MessageReceived,
     TransferProgress,
+    TransferRole,
 )
 from ..sipuri import split_name_addr, user_part
 from ..state import CallSnapshot
@@ -39,11 +42,11 @@ _STATES = {
     pj.PJSIP_INV_STATE_DISCONNECTED: CallStateName.DISCONNECTED,
 }
 _MEDIA_STATUS = {
-    pj.PJSUA_CALL_MEDIA_NONE: "none",
-    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
-    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
-    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
-    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+    pj.PJSUA_CALL_MEDIA_NONE: MediaStatus.NONE,
+    pj.PJSUA_CALL_MEDIA_ACTIVE: MediaStatus.ACTIVE,
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: MediaStatus.LOCAL_HOLD,
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: MediaStatus.REMOTE_HOLD,
+    pj.PJSUA_CALL_MEDIA_ERROR: MediaStatus.ERROR,
 }
 _DIRS = {
     pj.PJMEDIA_DIR_NONE: "inactive",
@@ -52,13 +55,20 @@ _DIRS = {
     pj.PJMEDIA_DIR_ENCODING_DECODING: "sendrecv",
 }
 _DTMF_METHODS = {0: "rfc2833", 1: "info"}
+#: Media states with an audio stream to attach to (held calls keep theirs).
+_STREAMING = (MediaStatus.ACTIVE, MediaStatus.REMOTE_HOLD, MediaStatus.LOCAL_HOLD)
 
 
 class PjCall(pj.Call):  # type: ignore[misc]
     """A call and the players/recorders attached to it. Owned by :class:`PjStack`."""
 
     def __init__(
-        self, stack: PjStack, account: int, pj_account: pj.Account, call_id: int, direction: str
+        self,
+        stack: PjStack,
+        account: int,
+        pj_account: pj.Account,
+        call_id: int,
+        direction: CallDirection,
     ) -> None:
         if call_id >= 0:
             super().__init__(pj_account, call_id)
@@ -75,10 +85,11 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.remote_uri = ""
         self.remote_user = ""
         self.display_name = ""
-        self.state = CallStateName.INCOMING if direction == "in" else CallStateName.CALLING
+        inbound = direction is CallDirection.IN
+        self.state = CallStateName.INCOMING if inbound else CallStateName.CALLING
         self.code = 0
         self.reason = ""
-        self.media_status = "none"
+        self.media_status = MediaStatus.NONE
         self.media_dir = "inactive"
         self._media_reported: tuple[str, str, str] | None = None
         #: The media timeout's view (see mediawatch): RTP packets seen, and when last.
@@ -95,7 +106,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         #: DTMF groups to send after the answer (MicroSIP's ``123,456``) and the method.
         self.post_dial: tuple[str, ...] = ()
         self.dtmf_method = 0
-        self.started = direction == "in"
+        self.started = inbound
         #: Our REFER (we transfer this call): its target, and whether it was answered.
         self.transfer_target = ""
         self.refer_answered = False
@@ -115,7 +126,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
             sip_call_id=self.sip_call_id,
             account=self.account,
             direction=self.direction,
-            state=str(self.state),
+            state=self.state,
             remote_uri=self.remote_uri,
             remote_user=self.remote_user,
             display_name=self.display_name,
@@ -173,12 +184,12 @@ class PjCall(pj.Call):  # type: ignore[misc]
             mi = media[index]
             if mi.type != pj.PJMEDIA_TYPE_AUDIO:
                 continue
-            status = _MEDIA_STATUS.get(mi.status, "none")
+            status = _MEDIA_STATUS.get(mi.status, MediaStatus.NONE)
             self.media_status = status
             self.media_dir = _DIRS.get(mi.dir, "inactive")
-            if status in ("active", "remote_hold"):
+            if status in (MediaStatus.ACTIVE, MediaStatus.REMOTE_HOLD):
                 self.connect_audio(index)  # every time: an update may bring a new slot
-            codec = self._codec(index) if status != "none" else ""
+            codec = self._codec(index) if status is not MediaStatus.NONE else ""
             if (status, self.media_dir, codec) != self._media_reported:
                 # pjsua calls back again for an unchanged stream (the codec-narrowing
                 # UPDATE after a multi-codec answer): one event per real change.
@@ -212,7 +223,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.stack.emit(
             TransferProgress(
                 call=self.number,
-                role="transferee",
+                role=TransferRole.TRANSFEREE,
                 code=202,
                 reason="Accepted",
                 final=False,
@@ -238,7 +249,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.stack.emit(
             TransferProgress(
                 call=self.number,
-                role="transferor",
+                role=TransferRole.TRANSFEROR,
                 code=code,
                 reason=str(prm.reason),
                 final=final,
@@ -264,7 +275,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
 
     def audio_media(self) -> pj.AudioMedia | None:
         """The active audio stream, or None (never call getAudioMedia blindly)."""
-        if not self.started or self.media_status not in ("active", "remote_hold", "local_hold"):
+        if not self.started or self.media_status not in _STREAMING:
             return None
         ci = self.getInfo()
         media = ci.media
@@ -341,7 +352,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
 
     @property
     def local_hold(self) -> bool:
-        return self.media_status == "local_hold"
+        return self.media_status is MediaStatus.LOCAL_HOLD
 
     def release_media(self) -> None:
         self.stop_playing()

@@ -34,17 +34,20 @@ from ..errors import (
     SipError,
 )
 from ..events import (
+    CallDirection,
     CallStateName,
+    DecisionAction,
     Event,
     IncomingDecision,
     RecordingSaved,
+    RegState,
 )
 from ..sipuri import split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from . import mediawatch
 from .account import PjAccount, build_config
 from .call import PjCall
-from .control import Messenger, send_dtmf, set_hold, transfer
+from .callops import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
 from .guard import (
     MAX_HEADER,
@@ -424,7 +427,7 @@ class PjStack(SipThread):
             prm.txOption.headers.append(hdr)
         failure: SipError | None = None
         for attempt in range(3):
-            call = PjCall(self, account, pj_acc, -1, "out")
+            call = PjCall(self, account, pj_acc, -1, CallDirection.OUT)
             try:
                 call.makeCall(uri, prm)
             except pj.Error as exc:
@@ -447,7 +450,7 @@ class PjStack(SipThread):
         raise CapacityError("no free call slot")
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
-        call = PjCall(self, pj_acc.index, pj_acc, call_id, "in")
+        call = PjCall(self, pj_acc.index, pj_acc, call_id, CallDirection.IN)
         self.start_throttle.started(time.monotonic())
         self.claim_slot(call)
         self.calls[call.number] = call
@@ -467,9 +470,9 @@ class PjStack(SipThread):
         active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
         if fault is not None:
             why = f"malformed INVITE: {fault.phrase}"
-            decision = Decision("reject", fault.code, why, phrase=fault.phrase)
+            decision = Decision(DecisionAction.REJECT, fault.code, why, phrase=fault.phrase)
         elif len(active) > self.limits.max_calls:
-            decision = Decision("reject", 486, "over the engine's call capacity")
+            decision = Decision(DecisionAction.REJECT, 486, "over the engine's call capacity")
         else:
             try:
                 decision = self.incoming_policy(call.snapshot(), message)
@@ -494,10 +497,10 @@ class PjStack(SipThread):
             self.answer(call.number, 180)
             self.schedule(decision.delay, functools.partial(self._apply_later, call.number, now))
             return
-        if decision.action in ("ring", "answer"):
-            self.answer(call.number, 180 if decision.action == "ring" else 200)
+        if decision.action in (DecisionAction.RING, DecisionAction.ANSWER):
+            self.answer(call.number, 180 if decision.action == DecisionAction.RING else 200)
         else:
-            forward = decision.action == "forward"
+            forward = decision.action == DecisionAction.FORWARD
             code, phrase = decision.code, decision.phrase
             if forward and len(decision.contact) > MAX_URI:  # never into pjsua2
                 log.error("forwarding_target_too_long", call=call.number)
@@ -542,7 +545,7 @@ class PjStack(SipThread):
 
     def answer(self, number: int, code: int = 200) -> CallSnapshot:
         call = self.call(number)
-        if call.direction != "in" or call.state not in (
+        if call.direction is not CallDirection.IN or call.state not in (
             CallStateName.INCOMING,
             CallStateName.EARLY,
         ):
@@ -591,7 +594,7 @@ class PjStack(SipThread):
 
     def start_post_dial(self, call: PjCall) -> None:
         """MicroSIP's timing: the first group 1 s after the answer, each next one
-        1000 + 200 x len(previous group) ms later."""
+        1000 + 200 x len(previous group) ms later (docs/microsip.md#post-dial-dtmf)."""
         delay = 1.0
         for group in call.post_dial:
             if group:
@@ -635,14 +638,14 @@ class PjStack(SipThread):
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
-        new = PjCall(self, call.account, call.pj_account, -1, "in")
+        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.IN)
         self.calls[new.number] = new
         self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
         return new
 
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
-        new = PjCall(self, call.account, call.pj_account, -1, "out")
+        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.OUT)
         # A Refer-To may carry URI headers (?Replaces=…): they are not the party.
         new.remote_uri = split_name_addr(target)[1].split("?", 1)[0]
         new.remote_user = user_part(new.remote_uri)
@@ -728,7 +731,7 @@ class PjStack(SipThread):
             with contextlib.suppress(pj.Error, EngineError):
                 self.hangup(number)
         for acc in self.accounts.values():
-            if acc.reg.state.value == "registered":
+            if acc.reg.state is RegState.REGISTERED:
                 acc.unregistering = True
                 with contextlib.suppress(pj.Error):
                     acc.setRegistration(False)
@@ -758,7 +761,7 @@ class PjStack(SipThread):
 
     def _unregistering(self) -> bool:
         return any(
-            a.unregistering and a.reg.state.value == "registered" for a in self.accounts.values()
+            a.unregistering and a.reg.state is RegState.REGISTERED for a in self.accounts.values()
         )
 
     def _destroy(self) -> None:

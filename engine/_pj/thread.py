@@ -1,6 +1,6 @@
 """The one thread that owns pjsua2: commands in, timers, the poll loop, shutdown.
 
-Design (see ../shared/notes/pjsua2-wheel.md): pjsua2 runs in poll mode on a thread
+Design (docs/pjsua2-builds.md, "Threading"): pjsua2 runs in poll mode on a thread
 we create; every pjsua2 object is created, used and dropped there. Other threads
 call :meth:`SipThread.run`, which queues a function and wakes the loop by sending
 a CRLF keep-alive (which PJSIP silently ignores) to our own UDP transport, so an

@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 
 from audio import FloatArray, ulaw_decode
+from peers.process import wait_until
 
 PCMU = 0
 
@@ -52,11 +52,7 @@ class RtpSink:
             return len(self.packets)
 
     def wait_packets(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.count() < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.count()} RTP packets after {timeout} s, not {count}")
-            time.sleep(0.05)
+        wait_until(lambda: self.count() >= count, timeout, f"{count} RTP packets", interval=0.05)
 
     def pcmu_audio(self) -> FloatArray:
         """The PCMU stream decoded in arrival order (8 kHz samples)."""

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from enginekit import BASE_INI, ServeProcess
+from peers.process import wait_until
 from peers.sipp import SippFactory
 
 pytestmark = pytest.mark.peers
@@ -48,16 +48,16 @@ def test_history_reads_the_running_engines_database(
         assert client.request("status")["history"] == str(
             tmp_path / "elsewhere" / "engine-history.sqlite3"
         )
-    deadline = time.monotonic() + 10
-    while True:  # the row is written as the call ends, on the engine's SIP thread
+
+    def rows() -> list[dict[str, object]] | None:
         done = history_cli(serve.env)  # no --db, no --config: the engine's own database
         assert done.returncode == 0, done.stderr
-        rows = json.loads(done.stdout)
-        if rows or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert [r["callId"] for r in rows] == [call["sip_call_id"]], (rows, done.stderr)
-    assert "no engine answers" not in done.stderr
+        assert "no engine answers" not in done.stderr
+        return json.loads(done.stdout) or None
+
+    # The row is written as the call ends, on the engine's SIP thread.
+    got = wait_until(rows, 10, "the call's history row", interval=0.2)
+    assert [r["callId"] for r in got] == [call["sip_call_id"]], got
 
 
 def test_history_without_an_engine_says_where_it_reads(serve: ServeProcess) -> None:

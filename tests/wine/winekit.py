@@ -1,6 +1,6 @@
 """Build the native shim with CMake and run Windows programs headless under Wine.
 
-Follows ``/work/shared/notes/wine.md``:
+How Wine runs headless here (native/README.md has the set-up):
 
 * one private prefix per session, its ``user.reg`` seeded with the null
   graphics driver *before* the first ``wineboot`` (else CreateWindow fails
@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,17 +276,15 @@ def _pids_with_env(key: str, value: str) -> list[int]:
 
 def wait_for_file_text(path: Path, needle: str, timeout: float) -> str:
     """Wait until ``path`` contains ``needle``; returns the file's text."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def text() -> str | None:
         try:
-            text = path.read_text(errors="replace")
+            found = path.read_text(errors="replace")
         except FileNotFoundError:
-            text = ""
-        if needle in text:
-            return text
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{needle!r} not in {path} after {timeout:.1f}s:\n{text[-2000:]}")
-        time.sleep(0.02)
+            return None
+        return found if needle in found else None
+
+    return wait_until(text, timeout, f"{needle!r} in {path}", interval=0.02)
 
 
 class ShimInstall:

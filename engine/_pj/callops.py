@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .call import PjCall
 
 #: MicroSIP's ``DTMFMethod``: 0 auto (RFC 2833, else in-band), 1 in-band, 2 RFC 2833,
-#: 3 SIP INFO.
+#: 3 SIP INFO (docs/microsip.md#dtmf-method).
 DTMF_AUTO, DTMF_INBAND, DTMF_RFC2833, DTMF_INFO = 0, 1, 2, 3
 #: pjsua's buddy table holds 256 entries and aborts on the 257th.
 MAX_BUDDIES = 200
