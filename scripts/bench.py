@@ -42,6 +42,9 @@ from peers.kamailio import Kamailio  # noqa: E402
 from peers.sipp import SippFactory  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The venv this bench runs in: .venv (PyPI wheel) or .venv-source (scripts/bench
+#: runs it once per installed build).
+BIN = Path(sys.executable).parent
 
 
 def rss_mb(pid: int) -> float:
@@ -122,7 +125,7 @@ def engine_idle_and_cli(k: Kamailio, tmp: Path, idle: float, runs: int) -> dict[
     env = dict(os.environ, MICROSIP_CONTROL=control)
     proc = subprocess.Popen(
         [
-            str(ROOT / ".venv" / "bin" / "microsip-engine"),
+            str(BIN / "microsip-engine"),
             "serve",
             "--config",
             str(engine_ini(k, tmp)),
@@ -141,16 +144,51 @@ def engine_idle_and_cli(k: Kamailio, tmp: Path, idle: float, runs: int) -> dict[
         env=env,
     )
     try:
-        wait_line(proc, "event", "ready", 15)
+        ready = wait_line(proc, "event", "ready", 15)
         k.wait_registrations("alice", 1)
         figures: dict[str, Any] = idle_figures(proc.pid, idle)
-        microsip = str(ROOT / ".venv" / "bin" / "microsip")
+        figures["build"] = ready.get("pjsua2")
+        figures["max_calls"] = ready["max_calls"]
+        figures.update(calls_cpu(proc.pid, control, tmp, min(ready["max_calls"], 16), idle))
+        microsip = str(BIN / "microsip")
         figures["cli_answer_ms"] = time_command([microsip, "/answer"], runs, env)
         figures["python_pass_ms"] = time_command([sys.executable, "-c", "pass"], runs, env)
         return figures
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def calls_cpu(pid: int, control: str, tmp: Path, calls: int, seconds: float) -> dict[str, Any]:
+    """CPU per established PCMU call (SIPp streams RTP to it, the engine sends its
+    null device's frames), beside the same engine idle: ``calls`` up at once."""
+    from engine.control import ControlClient
+
+    uas = SippFactory(tmp / "sipp-cpu").uas("uas_answer", calls=calls, bye_timeout_ms=60000)
+    client = ControlClient(control, timeout=10.0)
+    try:
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        idle = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        numbers = [client.request("dial", target=uas.uri("cpu"))["call"] for _ in range(calls)]
+        deadline = time.monotonic() + 20
+        while sum(c["state"] == "confirmed" for c in client.request("calls")) < calls:
+            if time.monotonic() > deadline:
+                raise RuntimeError("calls for the CPU figure were not all answered")
+            time.sleep(0.05)
+        time.sleep(1.0)  # past the answer's set-up work
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        busy = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        for number in numbers:
+            client.request("hangup", call=number)
+    finally:
+        client.close()
+        uas.stop()
+    return {
+        "calls_for_cpu": calls,
+        "cpu_percent_per_call": round(100 * (busy - idle) / calls, 3),
+    }
 
 
 def time_command(argv: list[str], runs: int, env: dict[str, str]) -> float:
