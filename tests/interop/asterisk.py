@@ -145,6 +145,12 @@ class Asterisk:
         out = self.cli("pjsip show contacts")
         return re.findall(rf"^\s*Contact:\s+{re.escape(user)}/(\S+)", out, re.M)
 
+    def forget_contacts(self) -> None:
+        """Drop every registered contact (they live in astdb, ``registrar/contact``),
+        so that a test does not see contacts a previous test's engine left behind
+        (one stopped while Asterisk was down could not un-REGISTER)."""
+        self.cli("database deltree registrar/contact")
+
     def wait_contacts(self, user: str, present: bool, timeout: float = 15.0) -> list[str]:
         def probe() -> list[str] | None:
             found = self.contacts(user)

@@ -47,9 +47,11 @@ def asterisk_server() -> Iterator[Asterisk]:
 
 @pytest.fixture
 def asterisk(request: pytest.FixtureRequest, asterisk_server: Asterisk) -> Asterisk:
-    """The session's Asterisk, running (started again if a test stopped it)."""
+    """The session's Asterisk, running (started again if a test stopped it), holding
+    no contact: each test starts from no registration, whatever the last one left."""
     if asterisk_server.pid() is None:
         _UP_TIMES.append(asterisk_server.up().up_seconds)
+    asterisk_server.forget_contacts()
     request.node.stash[_LOG_FROM] = (asterisk_server, asterisk_server.log_mark())
     return asterisk_server
 

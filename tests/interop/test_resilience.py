@@ -64,8 +64,12 @@ def test_registered_again_after_asterisk_restarts(
 def test_call_ends_when_asterisk_is_killed(asterisk: Asterisk, tmp_path: Path) -> None:
     """``kill -9`` of Asterisk during a call to the tone: no BYE will ever come, and
     the engine ends the call by itself within 30 s with a reason saying the far end
-    stopped answering (no media / no response)."""
-    engine = Serve(tmp_path / "engine", account_ini(asterisk, "alice"))
+    stopped answering (no media / no response).
+
+    The media timeout is set to 20 s: at the default 30 s the call ends 30 s after
+    the last RTP packet plus up to a check interval, just past this 30 s bound."""
+    ini = account_ini(asterisk, "alice", engine="mediaTimeout=20")
+    engine = Serve(tmp_path / "engine", ini)
     try:
         engine.wait_registered()
         call = engine.dial("101")
