@@ -118,7 +118,10 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # A LogFile has the write/flush that PrintLogger uses.
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, stream) or sys.stderr),
+        # One write() per line (PrintLogger's print() makes two: the line, then "\n"),
+        # so processes sharing a log file (the supervisor and its engine) never
+        # interleave inside a line when Python's streams are unbuffered. A LogFile
+        # has the write/flush WriteLogger uses.
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, stream) or sys.stderr),
         cache_logger_on_first_use=False,
     )

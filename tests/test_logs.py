@@ -38,3 +38,37 @@ def test_secret_named_fields_are_masked_and_strings_scrubbed() -> None:
     out = redact(None, "info", event)
     assert out["password"] == out["token_file"] == "<redacted>"
     assert out["msg"] == "password=<redacted>" and out["n"] == 1
+
+
+class _Writes:
+    """A stream that keeps every write() call apart."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_each_log_line_is_one_write(fmt: str) -> None:
+    """The supervisor and its engine append to one file: with unbuffered streams
+    (PYTHONUNBUFFERED) a line written in two calls can be split by the other's line."""
+    import structlog
+
+    from engine.logs import configure
+
+    before = structlog.get_config()
+    stream = _Writes()
+    configure(fmt, "info", stream)  # type: ignore[arg-type]
+    try:
+        structlog.get_logger("test").info("one_line", detail="x")
+        structlog.get_logger("test").info("another_line")
+    finally:
+        structlog.configure(**before)
+    assert len(stream.calls) == 2, stream.calls
+    assert all(c.endswith("\n") and c.count("\n") == 1 for c in stream.calls), stream.calls
