@@ -117,7 +117,7 @@ class Recording:
     def complete(self) -> bool:
         return _riff_complete(self.sent) and _riff_complete(self.received)
 
-    def wait_complete(self, timeout: float = 5.0) -> Recording:
+    def wait_complete(self, timeout: float = 15.0) -> Recording:
         wait_until(self.complete, timeout, f"recording of call {self.call_id} to be finalised")
         return self
 
@@ -485,7 +485,7 @@ class Baresip:
         with self._rec_lock:
             return list(self._recordings)
 
-    def last_recording(self, timeout: float = 5.0) -> Recording:
+    def last_recording(self, timeout: float = 15.0) -> Recording:
         """The most recent closed call's recording, once its WAVs are final.
 
         Call after ``CALL_CLOSED``. Two calls that *overlap* on one baresip
