@@ -7,6 +7,7 @@ When a test fails, the log tails of the peers it used are attached to the report
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
@@ -113,3 +114,18 @@ def private_user_dirs(
         path.mkdir()
         monkeypatch.setenv(name, str(path))
     monkeypatch.delenv("MICROSIP_INI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (CN and IP subjectAltName), for TLS tests."""
+    openssl = require("openssl")
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

@@ -66,21 +66,6 @@ def test_as_many_calls_as_the_build_allows_then_a_clear_refusal(
     assert uas.wait(60).received("CANCEL") == n
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (CN and IP subjectAltName)."""
-    openssl = require("openssl")
-    tmp = tmp_path_factory.mktemp("tls")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_tls_version_negotiated_with_openssl(
     engines: Engines, certificate: tuple[Path, Path]
 ) -> None:

@@ -6,7 +6,6 @@ socket; this engine records the call and the tone is measured.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from audio import dominant_frequency, read_wav, write_tone_wav
 from buildkit import EXPECTED
 from enginekit import BASE_INI, Engines, EventLog, ServeProcess, engines_fixture
-from peers.process import require, wait_until
+from peers.process import wait_until
 
 pytestmark = pytest.mark.peers
 
@@ -32,21 +31,6 @@ def far_end(tmp_path: Path) -> Iterator[list[ServeProcess]]:
     yield started
     for proc in started:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (CN and IP subjectAltName)."""
-    openssl = require("openssl")
-    tmp = tmp_path_factory.mktemp("tls")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 def serve_far_end(tmp: Path, settings: str, account0: str = "", engine: str = "") -> ServeProcess:
