@@ -55,7 +55,15 @@ def test_invite_burst(
         # Calls the caller itself CANCELs the moment they ring: pjsua frees their
         # sockets at once, whatever the engine decides.
         Burst(200, SECONDS, caller="c[call_number]", ring_ms=0),
-        Burst(500, SECONDS, caller="c[call_number]", ring_ms=0, transport="tcp"),
+        pytest.param(
+            Burst(500, SECONDS, caller="c[call_number]", ring_ms=0, transport="tcp"),
+            marks=pytest.mark.xfail(
+                reason="open, issue 14: an INVITE+CANCEL flood at 500/s over TCP can "
+                "still overshoot the start budget and exhaust the wheel's 64-slot ioqueue "
+                "(pj_ioqueue_register_sock2 abort, seen 2026-12-06 on a loaded machine)",
+                strict=False,
+            ),
+        ),
     ],
     ids=["no-sdp-tcp-dnd", "cancel-at-once", "cancel-at-once-tcp-500"],
 )
