@@ -30,6 +30,8 @@ from engine.history import read_history
 from engine.sdnotify import Watchdog, sd_notify
 from engine.supervisor import Supervisor
 
+from .kit import registrar_ini
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "scripts" / "systemd" / "microsip-engine.service"
 
@@ -202,19 +204,7 @@ def logged(engine: ServeProcess, event: str, timeout: float) -> dict[str, Any]:
 
 
 def _kamailio_ini(kamailio: Kamailio, history: Path) -> str:
-    return f"""[Settings]
-accountId=1
-enableLocalAccount=0
-sourcePort=0
-audioCodecs=PCMU/8000/1
-[Account1]
-server={kamailio.address}
-domain={kamailio.domain}
-username=alice
-password=alice-secret
-[Engine]
-historyPath={history}
-"""
+    return registrar_ini(kamailio) + f"[Engine]\nhistoryPath={history}\n"
 
 
 def _status_when_registered(control: str, deadline: float) -> dict[str, Any]:
