@@ -9,6 +9,7 @@ figures reached (docs/pjsua2-builds.md has both columns) — and measures it.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from audio import dominant_frequency, read_wav, write_tone_wav
 from buildkit import EXPECTED
 from enginekit import BASE_INI, Engines, engines_fixture
@@ -64,6 +66,58 @@ def test_as_many_calls_as_the_build_allows_then_a_clear_refusal(
     for number in numbers:
         events.wait_for("call_state", timeout=30, call=number, state="disconnected")
     assert uas.wait(60).received("CANCEL") == n
+
+
+def test_rtp_ports_held_by_others_do_not_shrink_the_measured_capacity(
+    engines: Engines,
+) -> None:
+    """Other programs (other engines) holding the default RTP range 4000+ once made
+    the start-up probe stop at its second call and report a capacity of 1."""
+    held: list[socket.socket] = []
+    try:
+        for port in range(4000, 4300):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()  # already someone else's: just as good
+                continue
+            held.append(sock)
+        manager, _ = engines.start()
+    finally:
+        for sock in held:
+            sock.close()
+    assert manager.status()["capacity"]["max_calls"] == EXPECTED.max_calls
+
+
+def test_a_probe_cut_short_by_another_error_falls_back_to_the_builds_figure(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "too many calls" ends the count; any other error says nothing of the build,
+    so the engine uses the build's own figure and says why in one warning."""
+    from engine._pj import probe
+
+    real = probe.pj.Call.makeCall
+    made: list[int] = []
+
+    def fail_second(call: object, uri: str, prm: object) -> None:
+        if made:
+            error = probe.pj.Error()
+            error.status, error.reason = 120098, "Address already in use"
+            raise error
+        made.append(1)
+        real(call, uri, prm)
+
+    monkeypatch.setattr(probe.pj.Call, "makeCall", fail_second)
+    with structlog.testing.capture_logs() as logs:
+        manager, _ = engines.start()
+    monkeypatch.undo()
+    assert made, "the probe never placed a call"
+    warnings = [e for e in logs if e.get("event") == "capacity_probe_error"]
+    assert len(warnings) == 1, logs
+    assert "Address already in use" in warnings[0]["error"]
+    assert f"build's figure, {EXPECTED.max_calls}" in warnings[0]["detail"]
+    assert manager.status()["capacity"]["max_calls"] == EXPECTED.max_calls
 
 
 def test_tls_version_negotiated_with_openssl(

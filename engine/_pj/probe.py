@@ -4,7 +4,8 @@ pjsua2 accepts any ``uaConfig.maxCalls`` and silently clamps it to the compile-t
 ``PJSUA_MAX_CALLS`` (4 in the PyPI wheel), and exposes no getter. So at start we
 place calls to a throw-away loopback socket until ``makeCall`` says PJ_ETOOMANY,
 answer each INVITE there with a stateless 503, and let pjsua2 clear the calls.
-About 10 ms; no packet leaves 127.0.0.1.
+About 10 ms; no packet leaves 127.0.0.1. The probe's RTP ports are the OS's choice,
+so ports other engines hold in the configured RTP range cannot cut the count short.
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ def _reject(sock: socket.socket) -> None:
         sock.sendto((reply + "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
 
 
-def probe_max_calls(ep: pj.Endpoint, udp_transport: int, ceiling: int) -> int:
-    """Number of calls ``makeCall`` accepts at once, at most ``ceiling``."""
+def probe_max_calls(ep: pj.Endpoint, udp_transport: int, ceiling: int, fallback: int) -> int:
+    """Number of calls ``makeCall`` accepts at once, at most ``ceiling``.
+
+    Only PJ_ETOOMANY ends the count: a probe cut short by anything else (a port taken,
+    out of memory) says nothing of the build, so it gives ``fallback`` (the build's own
+    figure) instead, with a warning naming the error."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
@@ -55,20 +60,28 @@ def probe_max_calls(ep: pj.Endpoint, udp_transport: int, ceiling: int) -> int:
     cfg.idUri = "sip:capacity-probe@127.0.0.1"
     cfg.sipConfig.transportId = udp_transport
     cfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    cfg.mediaConfig.transportConfig.port = 0
     acc = pj.Account()
     calls: list[pj.Call] = []
     try:
         acc.create(cfg)
+        limit = 0
         while len(calls) < ceiling:
             call = pj.Call(acc)
             try:
                 call.makeCall(target, pj.CallOpParam(True))
             except pj.Error as exc:
                 if exc.status != PJ_ETOOMANY:
-                    log.warning("capacity_probe_error", error=translate("probe", exc).message)
+                    limit = min(ceiling, max(len(calls), fallback))
+                    log.warning(
+                        "capacity_probe_error",
+                        error=translate("probe", exc).message,
+                        detail=f"the probe stopped after {len(calls)} calls on an error "
+                        f"other than 'too many'; using the build's figure, {limit}",
+                    )
                 break
             calls.append(call)
-        limit = len(calls)
+        limit = limit or len(calls)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and any(c.isActive() for c in calls):
             ep.libHandleEvents(5)

@@ -246,7 +246,9 @@ class PjStack(SipThread):
         assert self._writer is not None
         self._writer.muted = True  # the probe ends on an expected PJ_ETOOMANY
         try:
-            max_calls = probe_max_calls(ep, self.transports["udp"][0], cfg.uaConfig.maxCalls)
+            max_calls = probe_max_calls(
+                ep, self.transports["udp"][0], cfg.uaConfig.maxCalls, self.build.max_calls
+            )
         finally:
             self._writer.muted = False
         if s.max_calls:
