@@ -453,7 +453,15 @@ class PjStack(SipThread):
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
         call = PjCall(self, pj_acc.index, pj_acc, call_id, CallDirection.IN)
-        self.start_throttle.started(time.monotonic())
+        now = time.monotonic()
+        self.start_throttle.started(now)
+        # One libHandleEvents may hand us many INVITEs (a TCP read holds several, and
+        # pjsip reads a busy socket up to 50 times in a row), each freed slot taken by
+        # the next with a new RTP/RTCP pair: the pause in _handle_events comes too late
+        # for those. Holding the SIP thread here keeps the budget within one read too.
+        hold = self.start_throttle.pause(now)
+        if hold > 0:
+            time.sleep(hold)
         self.claim_slot(call)
         self.calls[call.number] = call
         return call
