@@ -14,7 +14,11 @@ installs them). The shim's pure C functions are unit-tested natively by CTest
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,3 +298,69 @@ def test_resident_reconnects_after_an_engine_restart(
         shim.close()
         for engine in engines:
             engine.stop()
+
+
+class _IdleClosingEngine:
+    """A stand-in for the engine's TCP listener that closes the first connection the
+    way the engine closes an idle one, racing a request: the reply to the second
+    request on it is ``idle`` (the engine never runs what it reads after that)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.requests: list[list[str]] = []  # per connection, the request lines
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                with conn, conn.makefile("rwb") as stream:
+                    self._session(stream)
+
+    def _session(self, stream: Any) -> None:
+        seen: list[str] = []
+        self.requests.append(seen)
+        hello = json.loads(stream.readline())
+        stream.write(json.dumps({"id": hello.get("id"), "ok": True, "result": {}}).encode())
+        stream.write(b"\n")
+        stream.flush()
+        for line in stream:
+            request = json.loads(line)
+            seen.append(str(request.get("cmd")))
+            if len(self.requests) == 1 and len(seen) == 2:
+                error = {"code": "idle", "message": "closed after 30 s without a request"}
+                reply: dict[str, Any] = {"id": request["id"], "ok": False, "error": error}
+            else:
+                reply = {"id": request["id"], "ok": True, "result": None}
+            stream.write(json.dumps(reply).encode() + b"\n")
+            stream.flush()
+            if not reply["ok"]:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_request_crossing_the_engines_idle_close_is_sent_again(
+    tmp_path: Path, wine: WineSession, win_programs: Path
+) -> None:
+    """The engine closes a kept-open connection after ``controlIdleTimeout`` with an
+    ``idle`` reply and runs nothing it reads after that. A message that crossed that
+    close was not run: the resident sends it once more on a new connection, and
+    reports it run (FALSE) only when the engine has run it."""
+    fake = _IdleClosingEngine()
+    shim = ShimInstall(wine, win_programs, tmp_path / "MicroSIP")
+    token = tmp_path / "token"
+    token.write_text("a-token-the-stand-in-accepts-0123456789\n")
+    try:
+        shim.configure(fake.port, token)
+        shim.start_resident()
+        assert replies(shim.send("--text", "msip:minimize")) == [0]
+        assert replies(shim.send("--text", "msip:minimize")) == [0]
+        assert fake.requests == [["copydata", "copydata"], ["copydata"]], fake.requests
+        assert "sending it again on a new one" in shim.log_text()
+    finally:
+        shim.close()
+        fake.close()

@@ -403,30 +403,46 @@ static void drop_if_stale(void)
     }
 }
 
-/* Send one request line and read its reply. */
+/*
+ * Send one request line and read its reply. The engine closes a connection idle
+ * for longer than its controlIdleTimeout with an "idle" reply, and never runs a
+ * request it reads after that: if our request crossed that close on a kept-open
+ * connection, it was not run, so it is sent once more on a new connection.
+ */
 static int net_request(const char *req, size_t len, shim_reply *reply, char *err, size_t errcap)
 {
     shim_linebuf lb;
+    int attempt, fresh;
 
-    drop_if_stale();
-    if (g_sock == INVALID_SOCKET && !net_connect(err, errcap))
-        return 0;
-    shim_linebuf_init(&lb, g_reply_buf, sizeof g_reply_buf);
-    if (!send_all(g_sock, req, len)) {
-        snprintf(err, errcap, "sending to the engine failed (WSA error %d)", WSAGetLastError());
-        net_close();
-        return 0;
+    for (attempt = 0;; attempt++) {
+        drop_if_stale();
+        fresh = g_sock == INVALID_SOCKET;
+        if (fresh && !net_connect(err, errcap))
+            return 0;
+        shim_linebuf_init(&lb, g_reply_buf, sizeof g_reply_buf);
+        if (!send_all(g_sock, req, len)) {
+            snprintf(err, errcap, "sending to the engine failed (WSA error %d)",
+                     WSAGetLastError());
+            net_close();
+            return 0;
+        }
+        if (!read_line(g_sock, &lb, err, errcap)) {
+            net_close();
+            return 0;
+        }
+        if (shim_parse_reply(lb.buf, lb.len, reply) != 0) {
+            snprintf(err, errcap, "unreadable reply from the engine");
+            net_close();
+            return 0;
+        }
+        if (reply->ok == 0 && !strcmp(reply->code, "idle") && !fresh && attempt == 0) {
+            shim_log("info", "the engine closed the idle connection before our request; "
+                             "sending it again on a new one");
+            net_close();
+            continue;
+        }
+        return 1;
     }
-    if (!read_line(g_sock, &lb, err, errcap)) {
-        net_close();
-        return 0;
-    }
-    if (shim_parse_reply(lb.buf, lb.len, reply) != 0) {
-        snprintf(err, errcap, "unreadable reply from the engine");
-        net_close();
-        return 0;
-    }
-    return 1;
 }
 
 /* ---- the resident --------------------------------------------------------- */
@@ -440,7 +456,7 @@ static int dropped_code(const char *code)
 {
     static const char *const dropped[] = {"copydata_error", "stopped",   "bad_params",
                                           "bad_request",    "too_large", "forbidden",
-                                          "busy",           "unknown_command"};
+                                          "busy",           "unknown_command", "idle"};
     size_t i;
 
     for (i = 0; i < sizeof dropped / sizeof dropped[0]; i++)
