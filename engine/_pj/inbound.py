@@ -22,13 +22,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-#: Calls that may start per :data:`WINDOW` seconds: 16 calls are 32 sockets waiting
-#: out pjlib's 500 ms, plus 8 of 4 live calls, well below the 64 slots.
-START_BUDGET = 16
-WINDOW = 0.6
-#: Calls the engine may end per window: fewer than may start, less the 4 pjsua
-#: slots, so that the engine's own refusals never make the SIP thread pause.
+#: Calls that may start per :data:`START_WINDOW` seconds: at most 16 in any 500 ms,
+#: 32 sockets waiting out pjlib's 500 ms, plus 8 of 4 live calls, well below the 64
+#: slots. The window is short so that a pause never reaches a UDP caller's first
+#: retransmission (T1, 500 ms): pjsua answers an INVITE statelessly (486) while its
+#: call slots are full, so a retransmitted copy read after a slot came free would
+#: become a new call that rings for a caller who has long had its 486.
+START_BUDGET = 8
+START_WINDOW = 0.3
+#: Calls the engine may end per :data:`WINDOW`: fewer than may start, less the 4
+#: pjsua slots, so that the engine's own refusals never make the SIP thread pause.
 RELEASE_BUDGET = 10
+WINDOW = 0.6
 
 #: Headers RFC 3261 allows once in a request (long and compact forms).
 _SINGLE = {
@@ -85,7 +90,7 @@ class StartThrottle:
     thread stops reading SIP until the window has room again: the INVITEs wait in
     the socket (UDP retransmits the ones the kernel drops)."""
 
-    def __init__(self, budget: int = START_BUDGET, window: float = WINDOW) -> None:
+    def __init__(self, budget: int = START_BUDGET, window: float = START_WINDOW) -> None:
         self.budget = budget
         self.window = window
         self._starts: collections.deque[float] = collections.deque()

@@ -71,17 +71,10 @@ def test_other_floods(tmp_path: Path, sipp_factory: SippFactory, burst: Burst) -
         result = run_burst(sipp_factory, engine, burst)
         alive(engine)
         assert (result.successful, result.failed) == (burst.calls, 0), result
-        try:
-            idle_after(engine, IDLE_WITHIN)
-        except AssertionError as exc:
-            if burst.ring_ms != 0:
-                raise
-            # Open finding (issue 14): after a CANCEL flood a call is now and then
-            # left up (seen on both builds, ~1 run in 5). The engine must still be
-            # alive and serve a normal call; the leftover is reported, not hidden.
-            alive(engine)
-            answered_call_completes(sipp_factory, engine)
-            pytest.xfail(f"known, issue 14: {exc}")
+        # A call left ringing here once meant a UDP retransmission of an INVITE
+        # pjsua had already refused statelessly (486) became a new call after a
+        # long pause in reading SIP: no pause may reach T1 (500 ms).
+        idle_after(engine, IDLE_WITHIN)
         answered_call_completes(sipp_factory, engine)
     finally:
         engine.stop()
