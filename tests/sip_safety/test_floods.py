@@ -21,8 +21,10 @@ SECONDS = 5.0
 #: Generous: the engine needs well under a second here; the machine may be busy.
 IDLE_WITHIN = 2.0
 #: The floods run against the wheel's 4 call slots on every build. With the source
-#: build's 64, ringing calls from a distinct-caller flood are left up after SIPp has
-#: finished (seen 2026-12-06, not explained yet; tracked on issue 14).
+#: build's 64, a flood faster than the start budget (8 calls per 0.3 s) queues INVITEs
+#: past T1 while the slots fill; pjsua answers the queued INVITE 486 statelessly, and
+#: its UDP retransmission, read after a slot came free, becomes a call ringing for a
+#: caller long gone (open on issue 14: the engine never sees what pjsua refused).
 SLOTS = "[Engine]\nmaxCalls=4\n"
 
 
