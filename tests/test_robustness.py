@@ -79,7 +79,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Comm
     engines = Engines(tmp_path_factory.mktemp("robust"))
     manager, _ = engines.start()
     try:
-        yield manager, build_registry(manager)
+        with build_registry(manager) as registry:
+            yield manager, registry
     finally:
         engines.stop_all()
 
