@@ -195,7 +195,7 @@ class EngineCommands:
         # need them (~1 MB resident).
         from .actions import run_command_line
 
-        return run_command_line(self.m, line)
+        return run_command_line(self.registry, line)
 
     def copydata(self, dwData: int, payload_b64: str) -> dict[str, Any]:
         try:
