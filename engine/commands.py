@@ -9,6 +9,9 @@ parameter spec is either the bare type (required), ``T | None`` (optional: when
 absent it is not passed, so the function's own default applies) or a
 :class:`Param` (to add help text). Unknown parameters are an error, never ignored.
 
+A registry owns what its commands own (a worker thread): :meth:`CommandRegistry.close`
+releases it when the engine stops.
+
 Standard library only: the CLI may import this without pulling in the engine.
 """
 
