@@ -4,6 +4,7 @@ control socket, and SIPp callers for the hangups. Every wait has a hard timeout.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -105,3 +106,17 @@ def test_passwords_by_line_or_socket_are_in_no_result_or_log_line(
     logged = [e for e in serve.log_entries() if e.get("action") == "passwordoverride"]
     assert len(logged) == 1 and "password" in logged[0]  # logged, masked
     assert SECRET not in serve.log_path.read_text(errors="replace")
+
+
+def test_a_queued_exit_stops_the_engine_and_its_queue_worker(
+    serve: ServeProcess, client: ControlClient
+) -> None:
+    """``dwData=2`` ``/exit``: the reply comes at once, the queued line stops the
+    engine, and the shutdown ends the queue's worker (the process exits 0)."""
+    payload = base64.b64encode("/exit".encode("utf-16-le") + b"\0\0").decode()
+    reply = client.request("copydata", dwData=2, payload_b64=payload)
+    assert reply == {"queued": True, "actions": [{"action": "exit"}]}
+    assert wait_until(lambda: serve.proc.poll() is not None, STEP, "the engine to exit") is True
+    assert serve.proc.returncode == 0
+    events = {e.get("event") for e in serve.log_entries()}
+    assert "stopped" in events and "queued_command_still_running" not in events

@@ -118,11 +118,13 @@ def _serve(args: argparse.Namespace) -> int:
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
     _service_stopping(watchdog)
+    # Queued WM_COPYDATA lines: the running one finishes on a live engine, the
+    # others are dropped (logged), and a new one is refused as 'stopped'.
+    registry.close()
     manager.stop(reason)
     server.close()
     if tcp is not None:
         tcp.close()
-    registry.close()  # after the channels: no copydata can queue a line any more
     log.info("stopped")
     return 0
 
