@@ -1,148 +1,100 @@
-"""Carry out MicroSIP command-line actions (:mod:`engine.grammar`) on a CallManager.
+"""Carry out MicroSIP command-line actions (:mod:`engine.grammar`) as engine commands.
 
-This is what MicroSIP's ``DialNumberFromCommandLine`` does after parsing. It is
-shared by every channel that accepts a MicroSIP command line: the ``microsip``
-CLI, the control socket's ``commandline`` command and the WM_COPYDATA request.
+This is what MicroSIP's ``DialNumberFromCommandLine`` does after parsing. Each
+action type is one row of :data:`ROUTES`: the command of the one table
+(:mod:`engine.commandset`) that does it and the parameters the action gives it, so
+a command line runs the very commands the control socket, TCP control and
+WM_COPYDATA run. Used by the ``commandline`` and ``copydata`` commands, and so by
+the ``microsip`` CLI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import grammar as g
-from .dialplan import format_number
-from .errors import EngineError, NotFoundError
-from .events import CallDirection, CallStateName
+from .errors import NotFoundError
 
 if TYPE_CHECKING:
-    from .manager import CallManager
+    from .commands import CommandRegistry
 
 log = structlog.get_logger("engine.actions")
 
-RINGING = (CallStateName.INCOMING, CallStateName.EARLY)
-UNANSWERED_OUT = (CallStateName.CALLING, CallStateName.EARLY, CallStateName.CONNECTING)
+
+def _no_params(_action: Any) -> dict[str, Any]:
+    return {}
 
 
-def _hangup_each(m: CallManager, numbers: list[int]) -> dict[str, Any]:
-    """Hang up each call; one that ended meanwhile does not stop the others."""
-    ended = []
-    for number in numbers:
-        try:
-            m.hangup(number)
-        except NotFoundError:
-            continue
-        ended.append(number)
-    return {"hungup": ended}
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """The command an action runs: ``params`` builds its parameters from the action,
+    ``result`` (when set) shapes the command's result into the action's."""
+
+    command: str
+    params: Callable[[Any], dict[str, Any]] = _no_params
+    result: Callable[[Any], Any] | None = None
 
 
-def hangup_all(m: CallManager) -> dict[str, Any]:
-    """Every call except ringing inbound ones (MicroSIP's ``/hangupall``)."""
-    return _hangup_each(
-        m,
-        [
-            c.call
-            for c in m.calls()
-            if c.state != CallStateName.DISCONNECTED
-            and not (c.direction == CallDirection.IN and c.state in RINGING)
-        ],
-    )
+def _fixed(**params: Any) -> Callable[[Any], dict[str, Any]]:
+    """Parameters that do not depend on the action (``msip:micmute``: mute)."""
+    return lambda _action: dict(params)
 
 
-def hangup_incoming(m: CallManager) -> dict[str, Any]:
-    return _hangup_each(
-        m, [c.call for c in m.calls() if c.direction == CallDirection.IN and c.state in RINGING]
-    )
-
-
-def hangup_calling(m: CallManager) -> dict[str, Any]:
-    return _hangup_each(
-        m,
-        [
-            c.call
-            for c in m.calls()
-            if c.direction == CallDirection.OUT and c.state in UNANSWERED_OUT
-        ],
-    )
-
-
-def dial(m: CallManager, action: g.Dial) -> dict[str, Any]:
-    """dialingPrefix and dialPlan of the account, then dial (deferred until registered)."""
-    index = m.default_account()
-    acc = m.account_config(index)
-    number = format_number(
-        action.target,
-        dialing_prefix=acc.dialing_prefix,
-        dial_plan=acc.dial_plan,
-        is_local=index == 0 or "@" in action.target or action.target.startswith("sip"),
-    )
-    if number is None:
-        raise EngineError(
-            f"{action.target!r} does not match the dial plan of [Account{index}]",
-            code="dialplan_mismatch",
-        )
-    call = m.dial_when_registered(number, index, action.post_dial)
-    if call is None:
-        return {"deferred": True, "target": number, "account": index}
-    return {"call": call.call, "remote_uri": call.remote_uri}
-
-
-def _switch(m: CallManager, action: g.SwitchAccount) -> dict[str, Any]:
-    snap = m.switch_account(action.index)
-    return {"account": action.index, "uri": snap.uri if snap else ""}
-
-
-def _unsupported(what: str) -> Callable[[CallManager, Any], Any]:
-    def run(_m: CallManager, _a: Any) -> Any:
-        raise EngineError(f"{what} is not supported yet", code="not_supported")
-
-    return run
-
-
-_HANDLERS: dict[type[g.Action], Callable[[CallManager, Any], Any]] = {
-    g.Answer: lambda m, a: {"call": m.answer().call},
-    g.HangupAll: lambda m, a: hangup_all(m),
-    g.HangupIncoming: lambda m, a: hangup_incoming(m),
-    g.HangupCalling: lambda m, a: hangup_calling(m),
-    g.Hold: lambda m, a: {"held": m.hold()},
-    g.Transfer: lambda m, a: m.transfer(a.target),
-    g.Dtmf: lambda m, a: {"method": m.send_dtmf(a.digits)},
-    g.Dial: dial,
-    g.SendMessage: lambda m, a: m.send_message(a.target, a.text),
-    g.SwitchAccount: _switch,
-    g.SavePassword: lambda m, a: m.save_password(a.index, a.password),
-    g.PasswordOverride: lambda m, a: m.override_password(a.password),
-    g.Exit: lambda m, a: m.request_exit(),
-    g.Minimize: lambda m, a: None,
-    g.Minimized: lambda m, a: None,
-    g.Noop: lambda m, a: None,
-    g.Reset: _unsupported("/reset (deleting the settings)"),
-    g.MicMute: lambda m, a: m.audio_levels(mic_muted=True),
-    g.MicUnmute: lambda m, a: m.audio_levels(mic_muted=False),
-    g.MicMuteToggle: lambda m, a: m.toggle_mute("mic"),
-    g.SpeakMute: lambda m, a: m.audio_levels(speaker_muted=True),
-    g.SpeakUnmute: lambda m, a: m.audio_levels(speaker_muted=False),
-    g.SpeakMuteToggle: lambda m, a: m.toggle_mute("speaker"),
-    g.Volume: lambda m, a: m.volume_step(a.device, a.step),
+#: Every grammar action, onto one command (tests/test_command_table.py checks that
+#: no action type is missing).
+ROUTES: dict[type[g.Action], Route] = {
+    g.Answer: Route("answer", result=lambda call: {"call": call["call"]}),
+    g.HangupAll: Route("hangup_all"),
+    g.HangupIncoming: Route("hangup_incoming"),
+    g.HangupCalling: Route("hangup_calling"),
+    g.Hold: Route("hold"),
+    g.Transfer: Route("transfer", lambda a: {"target": a.target}),
+    g.Dtmf: Route("dtmf", lambda a: {"digits": a.digits}),
+    g.Dial: Route(
+        "dial_number", lambda a: {"target": a.target, "post_dial": ",".join(a.post_dial)}
+    ),
+    g.SendMessage: Route("message", lambda a: {"target": a.target, "text": a.text}),
+    g.SwitchAccount: Route("switch_account", lambda a: {"account": a.index}),
+    g.SavePassword: Route("save_password", lambda a: {"account": a.index, "password": a.password}),
+    g.PasswordOverride: Route("password_override", lambda a: {"password": a.password}),
+    g.Exit: Route("exit"),
+    g.Minimize: Route("noop"),
+    g.Minimized: Route("noop"),
+    g.Noop: Route("noop"),
+    g.Reset: Route("reset"),
+    g.MicMute: Route("audio", _fixed(mic_muted=True)),
+    g.MicUnmute: Route("audio", _fixed(mic_muted=False)),
+    g.MicMuteToggle: Route("toggle_mute", _fixed(device="mic")),
+    g.SpeakMute: Route("audio", _fixed(speaker_muted=True)),
+    g.SpeakUnmute: Route("audio", _fixed(speaker_muted=False)),
+    g.SpeakMuteToggle: Route("toggle_mute", _fixed(device="speaker")),
+    g.Volume: Route("volume_step", lambda a: {"device": a.device, "step": a.step}),
 }
 
 
-def execute(m: CallManager, actions: tuple[g.Action, ...]) -> list[dict[str, Any]]:
+def run_action(commands: CommandRegistry, action: g.Action) -> Any:
+    """Run one action as its command; returns the action's result."""
+    route = ROUTES.get(type(action))
+    if route is None:  # a new grammar action without a row is a bug here
+        raise NotFoundError(f"no command for action {action.name!r}")
+    result = commands.call(route.command, route.params(action))
+    return result if route.result is None else route.result(result)
+
+
+def execute(commands: CommandRegistry, actions: tuple[g.Action, ...]) -> list[dict[str, Any]]:
     """Run ``actions`` in order; the first failure stops the rest (as MicroSIP drops
     the rest of a command line after ``/account:N`` names a missing account)."""
     results: list[dict[str, Any]] = []
     for action in actions:
-        handler = _HANDLERS.get(type(action))
-        if handler is None:  # a new grammar action without an executor is a bug here
-            raise NotFoundError(f"no executor for action {action.name!r}")
-        log.info("microsip_action", **action.to_dict())
-        result = handler(m, action)
-        results.append({"action": action.name, "result": result})
+        log.info("microsip_action", **action.to_dict())  # passwords masked
+        results.append({"action": action.name, "result": run_action(commands, action)})
     return results
 
 
-def run_command_line(m: CallManager, line: str) -> list[dict[str, Any]]:
+def run_command_line(commands: CommandRegistry, line: str) -> list[dict[str, Any]]:
     """Parse and run one MicroSIP command line (program name excluded)."""
-    return execute(m, g.parse_command_line(line))
+    return execute(commands, g.parse_command_line(line))

@@ -9,6 +9,9 @@ parameter spec is either the bare type (required), ``T | None`` (optional: when
 absent it is not passed, so the function's own default applies) or a
 :class:`Param` (to add help text). Unknown parameters are an error, never ignored.
 
+A registry owns what its commands own (a worker thread): :meth:`CommandRegistry.close`
+releases it when the engine stops.
+
 Standard library only: the CLI may import this without pulling in the engine.
 """
 
@@ -148,6 +151,7 @@ class CommandRegistry:
     ) -> None:
         self._lock = threading.Lock()
         self._commands: dict[str, Command] = {}
+        self._closers: list[Callable[[], None]] = []
         #: Help for parameters registered without any, by name: a ``call`` or an
         #: ``account`` means the same in every command, so it is described once.
         self._param_help = dict(param_help or {})
@@ -234,6 +238,26 @@ class CommandRegistry:
         """Validate and run a command; its own exceptions propagate unchanged."""
         kwargs = self.validate(name, params)
         return self._get(name).func(**kwargs)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Have :meth:`close` call ``closer``: what a command owns (a worker thread)
+        lives as long as the registry does."""
+        with self._lock:
+            self._closers.append(closer)
+
+    def close(self) -> None:
+        """Release what the commands own, newest first; a second call does nothing.
+        Commands may still be called afterwards: those that needed it raise."""
+        with self._lock:
+            closers, self._closers = self._closers[::-1], []
+        for closer in closers:
+            closer()
+
+    def __enter__(self) -> CommandRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _get(self, name: str) -> Command:
         with self._lock:

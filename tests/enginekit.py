@@ -14,6 +14,8 @@ from typing import Any
 
 from peers.process import PeerError, wait_until
 
+from engine import actions
+from engine.commandset import build_registry
 from engine.config import load_config
 from engine.events import Event
 from engine.manager import CallManager
@@ -109,6 +111,13 @@ class Engines:
         for manager in self.running:
             manager.stop()
         self.running.clear()
+
+
+def run_command_line(manager: CallManager, line: str) -> list[dict[str, Any]]:
+    """Run a MicroSIP command line on ``manager`` the way every channel does: as
+    commands of the engine's one command table."""
+    with build_registry(manager) as commands:
+        return actions.run_command_line(commands, line)
 
 
 def sip_port(manager: CallManager, kind: str = "udp") -> int:
@@ -212,6 +221,12 @@ class ServeProcess:
 
         return ControlClient(self.control, timeout=10)
 
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> int | None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -225,3 +240,16 @@ class ServeProcess:
             self._stream.close()
         self._log.close()
         return self.proc.returncode
+
+
+def serve_fixture(tmp_path: Path) -> Iterator[ServeProcess]:
+    """A ``serve`` child on :data:`BASE_INI`, stopped after the test; a test module
+    takes it with ``serve = pytest.fixture(name="serve")(serve_fixture)``."""
+    with ServeProcess(tmp_path, BASE_INI) as proc:
+        yield proc
+
+
+def client_fixture(serve: ServeProcess) -> Iterator[Any]:
+    """A control connection to the ``serve`` fixture's engine, closed after the test."""
+    with serve.client() as client:
+        yield client

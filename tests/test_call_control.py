@@ -28,12 +28,11 @@ from audio import (
     write_tone_wav,
     write_wav,
 )
-from enginekit import BASE_INI, Engines, EventLog, engines_fixture, sip_port
+from enginekit import BASE_INI, Engines, EventLog, engines_fixture, run_command_line, sip_port
 from peers.baresip import Baresip, BaresipFactory
 from peers.process import wait_until
 from peers.sipp import Sipp, SippFactory
 
-from engine.actions import run_command_line
 from engine.errors import EngineError
 from engine.manager import CallManager
 

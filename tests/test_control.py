@@ -219,6 +219,16 @@ def test_help_describes_commands() -> None:
 # ---------------------------------------------------------------- paths
 
 
+def test_registry_close_runs_what_commands_own_once_newest_first() -> None:
+    closed: list[str] = []
+    with CommandRegistry() as reg:
+        reg.on_close(lambda: closed.append("queue"))
+        reg.on_close(lambda: closed.append("player"))
+    assert closed == ["player", "queue"]
+    reg.close()
+    assert closed == ["player", "queue"]
+
+
 def test_default_socket_path(tmp_path: Any) -> None:
     """Explicit variable, then XDG_RUNTIME_DIR if it is a directory, then /tmp."""
     assert default_socket_path({"MICROSIP_CONTROL": "/x/y.sock"}) == "/x/y.sock"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from enginekit import BASE_INI, ServeProcess
+from enginekit import ServeProcess, client_fixture, serve_fixture
 from peers import wait_until
 from peers.sipp import SCENARIO_DIR, SippFactory
 
@@ -55,19 +54,8 @@ def copydata(client: ControlClient, dw_data: Any, data: bytes) -> Any:
     return client.request("copydata", dwData=dw_data, payload_b64=b64(data))
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeProcess]:
-    proc = ServeProcess(tmp_path, BASE_INI)
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def client(serve: ServeProcess) -> Iterator[ControlClient]:
-    with ControlClient(serve.control, timeout=STEP) as c:
-        yield c
+serve = pytest.fixture(name="serve")(serve_fixture)
+client = pytest.fixture(name="client")(client_fixture)
 
 
 def test_dwdata_1_answers_and_replies_after_dwdata_2_queues_hangupall(

@@ -71,6 +71,15 @@ COMMANDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "commandline": st.fixed_dictionaries({"line": lines}),
     "copydata": st.fixed_dictionaries({"dwData": numbers, "payload_b64": payloads}),
     "switch_account": st.fixed_dictionaries({"account": numbers}),
+    "dial_number": st.fixed_dictionaries({"target": targets}, optional={"post_dial": texts}),
+    "hangup_incoming": st.just({}),
+    "hangup_calling": st.just({}),
+    "toggle_mute": st.fixed_dictionaries({"device": texts | st.sampled_from(["mic", "speaker"])}),
+    "volume_step": st.fixed_dictionaries(
+        {"device": texts | st.sampled_from(["mic", "speaker"]), "step": numbers}
+    ),
+    "save_password": st.fixed_dictionaries({"account": numbers, "password": texts}),
+    "password_override": st.fixed_dictionaries({"password": texts}),
 }
 
 
@@ -79,7 +88,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Comm
     engines = Engines(tmp_path_factory.mktemp("robust"))
     manager, _ = engines.start()
     try:
-        yield manager, build_registry(manager)
+        with build_registry(manager) as registry:
+            yield manager, registry
     finally:
         engines.stop_all()
 

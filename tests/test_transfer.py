@@ -29,12 +29,19 @@ from typing import Any
 
 import pytest
 from audio import has_frequency, read_wav, write_tone_wav
-from enginekit import BASE_INI, Engines, EventLog, ServeProcess, engines_fixture, sip_port
+from enginekit import (
+    BASE_INI,
+    Engines,
+    EventLog,
+    ServeProcess,
+    engines_fixture,
+    run_command_line,
+    sip_port,
+)
 from peers.baresip import Baresip, BaresipFactory
 from peers.process import wait_until
 from peers.sipp import Sipp, SippFactory
 
-from engine.actions import run_command_line
 from engine.manager import CallManager
 
 pytestmark = pytest.mark.peers

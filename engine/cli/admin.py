@@ -68,9 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
     manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
     tcp_address = args.tcp_control or config.engine.tcp_control
     server = tcp = None
+    registry = build_registry(manager)
     try:
         limits = manager.start()
-        registry = build_registry(manager)
         idle_timeout = float(config.engine.control_idle_timeout)
         server = ControlServer(registry, manager.bus, control, idle_timeout=idle_timeout)
         server.start()
@@ -90,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("start_failed", error=exc.message, code=exc.code)
         if server is not None:
             server.close()
+        registry.close()
         manager.stop("start failed")
         return 1
     release_free_memory()
@@ -117,6 +118,9 @@ def _serve(args: argparse.Namespace) -> int:
     reason = "exit command" if manager.exit_requested.is_set() else "signal"
     log.info("stopping", reason=reason)
     _service_stopping(watchdog)
+    # Queued WM_COPYDATA lines: the running one finishes on a live engine, the
+    # others are dropped (logged), and a new one is refused as 'stopped'.
+    registry.close()
     manager.stop(reason)
     server.close()
     if tcp is not None:
