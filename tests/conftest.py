@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 from audio import write_tone_wav
 from peers import BaresipFactory, Kamailio, SippFactory, require
 
@@ -129,3 +130,16 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture
+def unconfigured_structlog() -> Iterator[None]:
+    """structlog as in a fresh process, for a test that captures info lines: any
+    in-process CallManager before it left the process filtering below warning
+    (``engine.logs.library_default``), and ``capture_logs`` keeps that filter."""
+    before = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        yield
+    finally:
+        structlog.configure(**before)

@@ -114,6 +114,7 @@ def test_a_command_line_calls_the_manager_through_its_command(
     manager.audio_levels.assert_called_once_with(mic_muted=True)
 
 
+@pytest.mark.usefixtures("unconfigured_structlog")
 def test_passwords_reach_the_manager_but_no_log_or_result(
     registry: CommandRegistry, manager: Any
 ) -> None:
