@@ -28,6 +28,7 @@ from ..state import CallSnapshot
 from .guard import callback
 
 if TYPE_CHECKING:
+    from .media import Media
     from .stack import PjStack
 
 log = structlog.get_logger("engine.call")
@@ -55,8 +56,6 @@ _DIRS = {
     pj.PJMEDIA_DIR_ENCODING_DECODING: "sendrecv",
 }
 _DTMF_METHODS = {0: "rfc2833", 1: "info"}
-#: Media states with an audio stream to attach to (held calls keep theirs).
-_STREAMING = (MediaStatus.ACTIVE, MediaStatus.REMOTE_HOLD, MediaStatus.LOCAL_HOLD)
 
 
 class PjCall(pj.Call):  # type: ignore[misc]
@@ -69,6 +68,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         pj_account: pj.Account,
         call_id: int,
         direction: CallDirection,
+        media: Media,
     ) -> None:
         if call_id >= 0:
             super().__init__(pj_account, call_id)
@@ -103,6 +103,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.tones: pj.ToneGenerator | None = None
+        self.media = media
         #: DTMF groups to send after the answer (MicroSIP's ``123,456``) and the method.
         self.post_dial: tuple[str, ...] = ()
         self.dtmf_method = 0
@@ -271,90 +272,16 @@ class PjCall(pj.Call):  # type: ignore[misc]
             )
         )
 
-    # -- media ----------------------------------------------------------------
+    # -- media (the plumbing is Media's) ----------------------------------------
 
     def audio_media(self) -> pj.AudioMedia | None:
         """The active audio stream, or None (never call getAudioMedia blindly)."""
-        if not self.started or self.media_status not in _STREAMING:
-            return None
-        ci = self.getInfo()
-        media = ci.media
-        for index in range(len(media)):
-            if media[index].type == pj.PJMEDIA_TYPE_AUDIO and media[index].status in (
-                pj.PJSUA_CALL_MEDIA_ACTIVE,
-                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
-                pj.PJSUA_CALL_MEDIA_LOCAL_HOLD,
-            ):
-                return self.getAudioMedia(index)
-        return None
+        return self.media.audio_media(self)
 
     def connect_audio(self, index: int) -> None:
         """(Re)connect the bridge: a media update may bring a new conference slot."""
-        am = self.getAudioMedia(index)
-        assert self.stack.endpoint is not None
-        adm = self.stack.endpoint.audDevManager()
-        adm.getCaptureDevMedia().startTransmit(am)
-        am.startTransmit(adm.getPlaybackDevMedia())
-        device = self.stack.device_port
-        if device is not None:  # real microphone and speaker (sounddevice)
-            device.startTransmit(am)
-            am.startTransmit(device)
-        self.stack.mixer.relink(self)
-        if self.player is not None:
-            self.player.startTransmit(am)
-        if self.recorder is not None:
-            am.startTransmit(self.recorder)
-            if self.player is not None:
-                self.player.startTransmit(self.recorder)
-
-    def play(self, path: str, loop: bool) -> None:
-        self.stop_playing()
-        player = pj.AudioMediaPlayer()
-        player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
-        self.player = player
-        self.stack.mixer.apply_to_player(self)
-        am = self.audio_media()
-        if am is not None:
-            player.startTransmit(am)
-            if self.recorder is not None:
-                player.startTransmit(self.recorder)
-
-    def stop_playing(self) -> None:
-        self.player = None  # the C++ destructor disconnects it, on this thread
-
-    def record(self, path: str) -> None:
-        self.stop_recording()
-        recorder = pj.AudioMediaRecorder()
-        recorder.createRecorder(path)
-        self.recorder = recorder
-        self.recording_path = path
-        # Our side (the microphone) always feeds the recorder: besides being half of
-        # the conversation, it keeps the WAV on wall-clock time while the call's own
-        # stream is away (on hold the bridge sends no frames and the WAV would skip).
-        assert self.stack.endpoint is not None
-        self.stack.endpoint.audDevManager().getCaptureDevMedia().startTransmit(recorder)
-        if self.stack.device_port is not None:
-            self.stack.device_port.startTransmit(recorder)
-        am = self.audio_media()
-        if am is not None:
-            am.startTransmit(recorder)
-            if self.player is not None:
-                self.player.startTransmit(recorder)
-
-    def stop_recording(self) -> None:
-        if self.recorder is None:
-            return
-        # Destroying the recorder finalises the WAV, asynchronously: pjmedia's
-        # bridge removes the port on its clock thread. The stack reports when done.
-        self.recorder = None
-        if self.recording_path:
-            self.stack.recording_closed(self.number, self.recording_path)
+        self.media.connect(self, index)
 
     @property
     def local_hold(self) -> bool:
         return self.media_status is MediaStatus.LOCAL_HOLD
-
-    def release_media(self) -> None:
-        self.stop_playing()
-        self.stop_recording()
-        self.tones = None

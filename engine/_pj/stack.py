@@ -1,13 +1,11 @@
 """The pjsua2 endpoint, its transports, accounts and calls, owned by the SIP thread.
 
-:class:`PjStack` is the SIP side of :class:`~engine._pj.thread.SipThread`: it
-creates and destroys the endpoint in the order pjsua2 needs, and every public
-method here runs on that thread (callers go through ``run``).
-
-It is long (~700 lines) on purpose: it is the one owner of every pjsua2 object,
-and the rules that keep the interpreter alive (who may touch a Call, when an
-Account may die, what must be gone before ``libDestroy``) are easiest to check
-when the operations that create, use and drop those objects sit together.
+:class:`PjStack` owns a :class:`~engine._pj.thread.SipThread` and is its SIP side
+(a :class:`~engine._pj.thread.LoopSide`): it creates and destroys the endpoint in
+the order pjsua2 needs, and every public method here runs on that thread (callers
+go through ``run``). Accounts live in :class:`~engine._pj.accounts.AccountTable`,
+audio in :class:`~engine._pj.media.Media`, start-up settings in
+:mod:`engine._pj.startup`; the stack keeps the calls and the order of things.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import structlog
 
 from ..errors import (
     CapacityError,
-    ConfigError,
     EngineError,
     InvalidTargetError,
     NotFoundError,
@@ -39,13 +36,12 @@ from ..events import (
     DecisionAction,
     Event,
     IncomingDecision,
-    RecordingSaved,
-    RegState,
 )
 from ..sipuri import split_name_addr, user_part
 from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
 from . import mediawatch
-from .account import PjAccount, build_config
+from .account import PjAccount
+from .accounts import AccountTable
 from .call import PjCall
 from .callops import Messenger, send_dtmf, set_hold, transfer
 from .endpoint import SipEndpoint
@@ -58,17 +54,18 @@ from .guard import (
     translate,
 )
 from .inbound import Fault, ReleaseGate, StartThrottle
-from .logwriter import StructlogWriter, log_config
+from .logwriter import StructlogWriter
+from .media import Media
 from .mixer import Mixer
-from .probe import build_figures, probe_max_calls
-from .resources import check_file, disown_survivors, quiet_stdout, wav_finalised
-from .status import PJSIP_EBUSY
+from .probe import build_figures
+from .resources import check_file, disown_survivors
+from .startup import StackSettings as StackSettings  # re-exported: its old home
+from .startup import init_library, measure_limits, set_codec_priorities
 from .thread import SipThread
-from .transports import TransportInfo, bind_transports, set_codecs, tls_max_version
+from .transports import TransportInfo, bind_transports, tls_max_version
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
-    from .sound import DevicePort, SoundDevices
 
 log = structlog.get_logger("engine.stack")
 
@@ -81,34 +78,6 @@ ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 
 
-@dataclasses.dataclass(frozen=True)
-class StackSettings:
-    """What the endpoint needs, already validated (built from microsip.ini)."""
-
-    sip_port: int = 5060
-    port_fallback: bool = True
-    bind_address: str = ""
-    public_address: str = ""
-    transports: tuple[str, ...] = ("udp", "tcp")
-    rtp_port_min: int = 0
-    rtp_port_max: int = 0
-    user_agent: str = "microsip-engine"
-    nameservers: tuple[str, ...] = ()
-    stun_servers: tuple[str, ...] = ()
-    codecs: tuple[str, ...] = ("PCMU/8000/1", "PCMA/8000/1")
-    max_calls: int = 0
-    pjsip_log_level: int = 3
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    tls_verify_server: bool = True
-    vad: bool = False
-    echo_canceller: bool = True
-    #: Real devices (PortAudio names, or unique parts of them); "" = null device only.
-    audio_input_device: str = ""
-    audio_output_device: str = ""
-
-
 IncomingPolicy = Callable[[CallSnapshot, str], Decision]
 
 
@@ -116,11 +85,11 @@ def _ring(_call: CallSnapshot, _msg: str) -> Decision:
     return Decision()
 
 
-class PjStack(SipThread):
+class PjStack:
     """Owns the endpoint, transports, accounts and calls on the SIP thread."""
 
     def __init__(self, settings: StackSettings, emit: Callable[[Event], None]) -> None:
-        super().__init__()
+        self.thread = SipThread(self)
         self.settings = settings
         self._emit = emit
         self.incoming_policy: IncomingPolicy = _ring
@@ -135,27 +104,38 @@ class PjStack(SipThread):
         self.endpoint: SipEndpoint | None = None
         self._writer: StructlogWriter | None = None
         self.transports: dict[str, tuple[int, TransportInfo]] = {}
-        self.accounts: dict[int, PjAccount] = {}
         self.calls: dict[int, PjCall] = {}
         self._graveyard: list[Any] = []
         self.messenger = Messenger()
-        self._retired: dict[int, PjAccount] = {}
         self._orphans: list[PjCall] = []
-        self.mixer = Mixer(self)
-        self.device_port: DevicePort | None = None
-        self.sound: SoundDevices | None = None
-        self._closing: list[tuple[int, str, float]] = []
         self.limits: Limits | None = None
         #: The build's compile-time figures (accounts are refused past its
         #: PJSUA_MAX_ACC: the wheel aborts on the next one).
         self.build = build_figures()
+        self.account_table = AccountTable(self, settings, self.build.max_accounts, self.messenger)
+        self.accounts = self.account_table.live  # the same dict, never rebound
+        self.media = Media(emit)
+        self.mixer = Mixer(self.media, self)
+        self.media.relink = self.mixer.relink
         self.release_gate = ReleaseGate()
         self.start_throttle = StartThrottle()
 
     def start(self, timeout: float = 10.0) -> Limits:
-        self.start_thread(timeout)
+        self.thread.start_thread(timeout)
         assert self.limits is not None
         return self.limits
+
+    def run(self, func: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
+        """Run ``func(*args)`` on the SIP thread and return its result."""
+        return self.thread.run(func, *args, timeout=timeout)
+
+    def schedule(self, delay: float, func: Callable[[], None]) -> None:
+        """Run ``func`` on the SIP thread after ``delay`` seconds (SIP thread only)."""
+        self.thread.schedule(delay, func)
+
+    def stop(self, timeout: float = 2.5) -> None:
+        """Hang up, un-REGISTER, destroy. Safe to call twice and from any thread."""
+        self.thread.stop(timeout)
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -163,14 +143,14 @@ class PjStack(SipThread):
     def next_call_number(self) -> int:
         return next(self._call_numbers)
 
-    # -- the loop's SIP side (see SipThread) ---------------------------------------
+    # -- the loop's SIP side (a LoopSide, see SipThread) ------------------------------
 
-    def _poll_ms(self) -> int:
-        if self._wake_addr is None or self.calls or self._closing:
+    def poll_ms(self) -> int:
+        if self.thread.wake_addr is None or self.calls or self.media.finalising:
             return BUSY_POLL_MS
         return IDLE_POLL_MS
 
-    def _handle_events(self, ms: int) -> None:
+    def handle_events(self, ms: int) -> None:
         assert self.endpoint is not None
         pause = self.start_throttle.pause(time.monotonic())
         if pause > 0:  # too many calls started lately: read no SIP for now
@@ -178,210 +158,38 @@ class PjStack(SipThread):
             return
         self.endpoint.libHandleEvents(ms)
 
-    def _after_events(self) -> None:
+    def after_events(self) -> None:
         self._graveyard.clear()  # drop ended calls here, never inside their callbacks
-        if self._closing:
-            self._check_recordings()
+        if self.media.finalising:
+            self.media.check_recordings()
 
-    def recording_closed(self, number: int, path: str) -> None:
-        self._closing.append((number, path, time.monotonic() + 2.0))
-
-    def _check_recordings(self, force: bool = False) -> None:
-        """Emit ``recording_saved`` once pjmedia has written the final WAV header."""
-        still: list[tuple[int, str, float]] = []
-        for number, path, deadline in self._closing:
-            done, size, seconds = wav_finalised(path)
-            if done or force or time.monotonic() > deadline:
-                self.emit(
-                    RecordingSaved(
-                        call=number,
-                        path=path,
-                        bytes=size,
-                        seconds=round(seconds, 3),
-                        complete=done,
-                    )
-                )
-            else:
-                still.append((number, path, deadline))
-        self._closing = still
-
-    # -- start-up ---------------------------------------------------------------
-
-    def _create(self) -> None:
+    def start_up(self) -> None:
+        """Every object is referenced from here as soon as it exists: a failed
+        start goes through :meth:`tear_down` like a stop does."""
         s = self.settings
-        with quiet_stdout():
-            ep = SipEndpoint(self)
-            self.endpoint = ep
-            ep.libCreate()
-            cfg = pj.EpConfig()
-            cfg.uaConfig.threadCnt = 0
-            cfg.uaConfig.mainThreadOnly = True
-            cfg.uaConfig.maxCalls = s.max_calls or self.build.max_calls
-            cfg.uaConfig.userAgent = s.user_agent
-            for ns in s.nameservers:
-                cfg.uaConfig.nameserver.append(ns)
-            for stun in s.stun_servers:
-                cfg.uaConfig.stunServer.append(stun)
-            cfg.uaConfig.stunIgnoreFailure = True
-            cfg.medConfig.sndAutoCloseTime = -1  # else the null clock stops ~1 s in
-            cfg.medConfig.noVad = not s.vad
-            if not s.echo_canceller:
-                cfg.medConfig.ecTailLen = 0
-            self._writer = StructlogWriter()
-            log_config(cfg.logConfig, s.pjsip_log_level, self._writer)
-            ep.libInit(cfg)
-        ep.audDevManager().setNullDev()
-        self.transports, self._wake_addr = bind_transports(ep, s)
+        ep = self.endpoint = SipEndpoint(self)
+        self._writer = StructlogWriter()
+        init_library(ep, s, self.build, self._writer)
+        self.transports, self.thread.wake_addr = bind_transports(ep, s)
+        self.account_table.transports = self.transports
         ep.libStart()
-        missing = set_codecs(ep, s.codecs)
-        if missing:
-            log.warning(
-                "codecs_unavailable",
-                codecs=missing,
-                detail=f"audioCodecs names codecs this pjsua2 build ({self.build.name}) "
-                "does not have; they are left out",
-            )
-        if s.audio_input_device or s.audio_output_device:
-            self._open_sound_devices()
-        assert self._writer is not None
-        self._writer.muted = True  # the probe ends on an expected PJ_ETOOMANY
-        try:
-            max_calls = probe_max_calls(
-                ep, self.transports["udp"][0], cfg.uaConfig.maxCalls, self.build.max_calls
-            )
-        finally:
-            self._writer.muted = False
-        if s.max_calls:
-            max_calls = min(max_calls, s.max_calls)
-        codecs = tuple(str(c.codecId) for c in ep.codecEnum2() if c.priority > 0)
-        # Asking the wheel's static OpenSSL touches ~2 MB of its code: only when TLS is
-        # in use (status() measures it on demand otherwise). The source build links
-        # the system's OpenSSL, already loaded: always.
-        measure_tls = "tls" in self.transports or self.build.name != "pypi-wheel"
-        self.limits = Limits(
-            max_calls=max_calls,
-            max_accounts=self.build.max_accounts,
-            pjsip_version=str(ep.libVersion().full),
-            tls="tls" in self.transports,
-            tls_max=tls_max_version(ep) if measure_tls else "",
-            codecs=codecs,
-            build=self.build.name,
-        )
+        set_codec_priorities(ep, s, self.build)
+        self.media.open(ep, s.audio_input_device, s.audio_output_device)
+        self.limits = measure_limits(ep, s, self.build, self.transports, self._writer)
 
-    def _open_sound_devices(self) -> None:
-        """A bridge party for the real devices (the null device stays the clock).
-        Imported here: numpy and PortAudio cost ~10 MB an engine without devices
-        should not carry."""
-        from .sound import DevicePort, SoundDevices
-
-        port = DevicePort()
-        sound = SoundDevices(
-            port, self.settings.audio_input_device, self.settings.audio_output_device
-        )
-        try:
-            port.create()
-            sound.open()
-        except BaseException as exc:
-            sound.close()
-            port.destroy()  # never left to the local's release: see DevicePort.destroy
-            if not isinstance(exc, ConfigError):
-                raise
-            # A microsip.ini from Windows names Windows devices: keep running, silent.
-            log.warning("sound_device_unavailable", error=exc.message, fallback="null device")
-            return
-        self.device_port, self.sound = port, sound
-
-    # -- accounts -----------------------------------------------------------------
-
-    def transport_for(self, kind: str) -> tuple[int, str]:
-        """pjsua transport id and a label for an account's ``transport`` key."""
-        if kind in ("udp", "tcp", "tls"):
-            if kind not in self.transports:
-                raise EngineError(f"no {kind.upper()} transport is configured", code="transport")
-            return self.transports[kind][0], kind
-        return -1, "udp+tcp"
+    # -- accounts (the table's; here for the manager's commands) ---------------------
 
     def add_account(self, index: int, acc: AccountConfig, password: str | None) -> AccountSnapshot:
-        """Create account ``index``, or re-configure the one pjsua already has for it.
-
-        pjsua never deletes an account while the engine runs (see
-        :meth:`remove_account`): an index seen before is modified in place.
-        """
-        tid, label = self.transport_for(acc.transport)
-        udp = self.transports["udp"][1]
-        local_host = udp.host if index == 0 else ""
-        if index == 0 and not acc.domain:
-            local_host = f"{udp.host}:{udp.port}"
-        for what, value in (
-            ("server", acc.server),
-            ("domain", acc.domain),
-            ("username", acc.username),
-            ("authID", acc.auth_id),
-            ("displayName", acc.display_name),
-            *(("proxy", p) for p in acc.proxy),
-        ):
-            check_length(f"[Account{index}] {what}", value)
-        cfg = build_config(acc, tid, local_host, password)
-        self._media_transport(cfg, acc.public_addr)
-        uri = split_name_addr(str(cfg.idUri))[1]
-        existing = self.accounts.pop(index, None) or self._retired.pop(index, None)
-        if existing is not None:
-            existing.reconfigure(acc, label, uri)
-            self.accounts[index] = existing
-            existing.modify(cfg)
-            if acc.server:
-                try:
-                    existing.setRegistration(True)
-                except pj.Error as exc:
-                    if exc.status != PJSIP_EBUSY:  # busy: modify() already re-registers
-                        raise
-            return existing.snapshot()
-        if len(self.accounts) + len(self._retired) >= self.build.max_accounts:
-            raise CapacityError(
-                f"this pjsua2 build allows at most {self.build.max_accounts} accounts"
-            )
-        pj_acc = PjAccount(self, index, acc, label)
-        pj_acc.uri = uri
-        pj_acc.create(cfg, index == 0 and not acc.server)
-        self.accounts[index] = pj_acc
-        return pj_acc.snapshot()
-
-    def _media_transport(self, cfg: pj.AccountConfig, public_addr: str) -> None:
-        """RTP ports (``rtpPortMin``/``Max``), bind address, and the address the SDP
-        advertises (the account's ``publicAddr``, else the engine's)."""
-        s, tc = self.settings, cfg.mediaConfig.transportConfig
-        if s.rtp_port_min:
-            tc.port = s.rtp_port_min
-            if s.rtp_port_max > s.rtp_port_min:
-                tc.portRange = s.rtp_port_max - s.rtp_port_min
-        if s.bind_address and s.bind_address != "0.0.0.0":
-            tc.boundAddress = s.bind_address
-        if public_addr or s.public_address:
-            tc.publicAddress = public_addr or s.public_address
+        return self.account_table.add(index, acc, password)
 
     def remove_account(self, index: int) -> None:
-        """Un-REGISTER account ``index`` and retire it. It stays in pjsua: deleting a
-        pjsua account aborts the interpreter if a transaction of it (a MESSAGE still
-        retransmitting, a registration) reports back later (``pjsua_acc_get_user_data``
-        asserts), and pjsua2's ~Account() would delete whatever account reuses its
-        slot. A retired account refuses calls and comes back if its index does."""
-        pj_acc = self.accounts.pop(index, None)
-        if pj_acc is None:
-            raise NotFoundError(f"no account {index}")
-        pj_acc.retire()
-        self.messenger.forget_account(index)
-        self._retired[index] = pj_acc
+        self.account_table.remove(index)
 
     def retry_registration(self, index: int, scheduled_by: object) -> None:
-        acc = self.accounts.get(index)
-        if acc is not None and acc is scheduled_by:
-            acc.retry_registration()
+        self.account_table.retry_registration(index, scheduled_by)
 
     def account(self, index: int) -> PjAccount:
-        try:
-            return self.accounts[index]
-        except KeyError:
-            raise NotFoundError(f"no account {index}") from None
+        return self.account_table.get(index)
 
     # -- calls ------------------------------------------------------------------
 
@@ -429,7 +237,7 @@ class PjStack(SipThread):
             prm.txOption.headers.append(hdr)
         failure: SipError | None = None
         for attempt in range(3):
-            call = PjCall(self, account, pj_acc, -1, CallDirection.OUT)
+            call = PjCall(self, account, pj_acc, -1, CallDirection.OUT, self.media)
             try:
                 call.makeCall(uri, prm)
             except pj.Error as exc:
@@ -452,7 +260,7 @@ class PjStack(SipThread):
         raise CapacityError("no free call slot")
 
     def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall:
-        call = PjCall(self, pj_acc.index, pj_acc, call_id, CallDirection.IN)
+        call = PjCall(self, pj_acc.index, pj_acc, call_id, CallDirection.IN, self.media)
         now = time.monotonic()
         self.start_throttle.started(now)
         # One libHandleEvents may hand us many INVITEs (a TCP read holds several, and
@@ -648,14 +456,14 @@ class PjStack(SipThread):
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
-        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.IN)
+        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.IN, self.media)
         self.calls[new.number] = new
         self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
         return new
 
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
-        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.OUT)
+        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.OUT, self.media)
         # A Refer-To may carry URI headers (?Replaces=…): they are not the party.
         new.remote_uri = split_name_addr(target)[1].split("?", 1)[0]
         new.remote_user = user_part(new.remote_uri)
@@ -686,20 +494,20 @@ class PjStack(SipThread):
 
     def call_ended(self, call: PjCall) -> None:
         self.mixer.forget(call.number)
-        call.release_media()
+        self.media.release(call)
         self.calls.pop(call.number, None)
         self._graveyard.append(call)
 
     def play(self, number: int, path: str, loop: bool) -> None:
         check_file(path)
-        self.call(number).play(path, loop)
+        self.media.play(self.call(number), path, loop, self.mixer.effective_mic())
 
     def record(self, number: int, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.call(number).record(path)
+        self.media.record(self.call(number), path)
 
     def stop_recording(self, number: int) -> None:
-        self.call(number).stop_recording()
+        self.media.stop_recording(self.call(number))
 
     def tls_max(self) -> str:
         assert self.endpoint is not None and self.limits is not None
@@ -711,25 +519,25 @@ class PjStack(SipThread):
         return [c.snapshot() for c in self.calls.values()]
 
     def account_list(self) -> list[AccountSnapshot]:
-        return [a.snapshot() for a in self.accounts.values()]
+        return self.account_table.snapshots()
 
     def transport_list(self) -> list[TransportInfo]:
         return [info for _, info in self.transports.values()]
 
     # -- shutdown ------------------------------------------------------------------
 
-    def _shutdown(self, budget: float = 1.5) -> None:
+    def shut_down(self, budget: float = 1.5) -> None:
         assert self.endpoint is not None
         self._say_goodbye()
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline and (
-            self.calls or self._unregistering() or self._closing
+            self.calls or self.account_table.unregistering() or self.media.finalising
         ):
             self.endpoint.libHandleEvents(10)
             self._graveyard.clear()
-            self._check_recordings()
-        self.fail_pending_commands()
-        self._destroy()
+            self.media.check_recordings()
+        self.thread.fail_pending_commands()
+        self.tear_down()
 
     def _say_goodbye(self) -> None:
         """BYE/CANCEL every call and un-REGISTER every account.
@@ -740,45 +548,26 @@ class PjStack(SipThread):
         for number in list(self.calls):
             with contextlib.suppress(pj.Error, EngineError):
                 self.hangup(number)
-        for acc in self.accounts.values():
-            if acc.reg.state is RegState.REGISTERED:
-                acc.unregistering = True
-                with contextlib.suppress(pj.Error):
-                    acc.setRegistration(False)
+        self.account_table.unregister_all()
 
     def _release_all(self) -> None:
         """Drop our references to every pjsua2 object (see :meth:`_say_goodbye`)."""
-        if self.sound is not None:
-            self.sound.close()  # stop PortAudio before its port goes away
-            self.sound = None
-        if self.device_port is not None:
-            self.device_port.destroy()  # before the reference goes (see destroy)
-            self.device_port = None
+        self.media.close()  # PortAudio stopped, then its port destroyed
         for call in self.calls.values():
-            call.release_media()
+            self.media.release(call)
         self.calls.clear()
         self.messenger.clear()
-        # Accounts stay valid through libDestroy: pjsua destroys its endpoint first
-        # and pending transactions call back into their accounts (see
-        # remove_account). pjsua deletes them itself; the Python objects are
-        # disowned so that their destructors never touch the library afterwards.
-        for acc in [*self.accounts.values(), *self._retired.values()]:
-            acc.thisown = False
+        self.account_table.disown_all()  # they live through libDestroy (see there)
         for orphan in self._orphans:
             orphan.thisown = False
         self._graveyard.clear()
-        self._timers.clear()
+        self.thread.clear_timers()
 
-    def _unregistering(self) -> bool:
-        return any(
-            a.unregistering and a.reg.state is RegState.REGISTERED for a in self.accounts.values()
-        )
-
-    def _destroy(self) -> None:
+    def tear_down(self) -> None:
         """Drop every pjsua2 object, then the library (aborts if one survives)."""
         self._release_all()
-        if self._closing:
-            self._check_recordings(force=True)
+        if self.media.finalising:
+            self.media.check_recordings(force=True)
         clear_last_exception()
         gc.collect()
         disown_survivors()
@@ -786,6 +575,5 @@ class PjStack(SipThread):
             with contextlib.suppress(pj.Error):
                 self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
             self.endpoint = None
-        self.accounts.clear()
-        self._retired.clear()
+        self.account_table.clear()
         self._writer = None
