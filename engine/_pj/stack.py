@@ -1,19 +1,18 @@
 """The pjsua2 endpoint, its transports, accounts and calls, owned by the SIP thread.
 
-:class:`PjStack` owns a :class:`~engine._pj.thread.SipThread` and is its SIP side
-(a :class:`~engine._pj.thread.LoopSide`): it creates and destroys the endpoint in
-the order pjsua2 needs, and every public method here runs on that thread (callers
-go through ``run``). Accounts live in :class:`~engine._pj.accounts.AccountTable`,
-audio in :class:`~engine._pj.media.Media`, start-up settings in
-:mod:`engine._pj.startup`; the stack keeps the calls and the order of things.
+:class:`PjStack` owns a :class:`~engine._pj.thread.SipThread`, whose SIP side
+(:class:`~engine._pj.lifecycle.StackLoop`) creates and destroys the endpoint in
+the order pjsua2 needs; every public method here runs on that thread (callers go
+through ``run``). Accounts live in :class:`~engine._pj.accounts.AccountTable`,
+audio in :class:`~engine._pj.media.Media` (with the :class:`~engine._pj.mixer.Mixer`
+on top), endpoint configuration in :mod:`engine._pj.startup`; the stack keeps
+the calls.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import gc
 import itertools
 import os
 import time
@@ -50,19 +49,17 @@ from .guard import (
     MAX_URI,
     PJ_ETOOMANY,
     check_length,
-    clear_last_exception,
     translate,
 )
 from .inbound import Fault, ReleaseGate, StartThrottle
-from .logwriter import StructlogWriter
+from .lifecycle import StackLoop
 from .media import Media
 from .mixer import Mixer
 from .probe import build_figures
-from .resources import check_file, disown_survivors
+from .resources import check_file
 from .startup import StackSettings as StackSettings  # re-exported: its old home
-from .startup import init_library, measure_limits, set_codec_priorities
 from .thread import SipThread
-from .transports import TransportInfo, bind_transports, tls_max_version
+from .transports import TransportInfo, tls_max_version
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
@@ -71,8 +68,6 @@ log = structlog.get_logger("engine.stack")
 
 T = TypeVar("T")
 
-IDLE_POLL_MS = 250
-BUSY_POLL_MS = 20
 #: Seconds after which a transfer's call that pjsua never started is dropped.
 ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
@@ -89,7 +84,7 @@ class PjStack:
     """Owns the endpoint, transports, accounts and calls on the SIP thread."""
 
     def __init__(self, settings: StackSettings, emit: Callable[[Event], None]) -> None:
-        self.thread = SipThread(self)
+        self.thread = SipThread(StackLoop(self))
         self.settings = settings
         self._emit = emit
         self.incoming_policy: IncomingPolicy = _ring
@@ -102,7 +97,6 @@ class PjStack:
         self._call_numbers = itertools.count(1)
         # Owned by the pjsua2 thread only:
         self.endpoint: SipEndpoint | None = None
-        self._writer: StructlogWriter | None = None
         self.transports: dict[str, tuple[int, TransportInfo]] = {}
         self.calls: dict[int, PjCall] = {}
         self._graveyard: list[Any] = []
@@ -143,39 +137,19 @@ class PjStack:
     def next_call_number(self) -> int:
         return next(self._call_numbers)
 
-    # -- the loop's SIP side (a LoopSide, see SipThread) ------------------------------
+    def drop_ended(self) -> None:
+        """Let ended calls go (between polls: never inside their own callbacks)."""
+        self._graveyard.clear()
 
-    def poll_ms(self) -> int:
-        if self.thread.wake_addr is None or self.calls or self.media.finalising:
-            return BUSY_POLL_MS
-        return IDLE_POLL_MS
-
-    def handle_events(self, ms: int) -> None:
-        assert self.endpoint is not None
-        pause = self.start_throttle.pause(time.monotonic())
-        if pause > 0:  # too many calls started lately: read no SIP for now
-            time.sleep(min(pause, ms / 1000))
-            return
-        self.endpoint.libHandleEvents(ms)
-
-    def after_events(self) -> None:
-        self._graveyard.clear()  # drop ended calls here, never inside their callbacks
-        if self.media.finalising:
-            self.media.check_recordings()
-
-    def start_up(self) -> None:
-        """Every object is referenced from here as soon as it exists: a failed
-        start goes through :meth:`tear_down` like a stop does."""
-        s = self.settings
-        ep = self.endpoint = SipEndpoint(self)
-        self._writer = StructlogWriter()
-        init_library(ep, s, self.build, self._writer)
-        self.transports, self.thread.wake_addr = bind_transports(ep, s)
-        self.account_table.transports = self.transports
-        ep.libStart()
-        set_codec_priorities(ep, s, self.build)
-        self.media.open(ep, s.audio_input_device, s.audio_output_device)
-        self.limits = measure_limits(ep, s, self.build, self.transports, self._writer)
+    def release_calls(self) -> None:
+        """Shutdown: drop every call object; a never-started one pjsua may still
+        point at is disowned, never deleted (see :meth:`_forget_if_unstarted`)."""
+        for call in self.calls.values():
+            self.media.release(call)
+        self.calls.clear()
+        for orphan in self._orphans:
+            orphan.thisown = False
+        self._graveyard.clear()
 
     # -- accounts (the table's; here for the manager's commands) ---------------------
 
@@ -523,57 +497,3 @@ class PjStack:
 
     def transport_list(self) -> list[TransportInfo]:
         return [info for _, info in self.transports.values()]
-
-    # -- shutdown ------------------------------------------------------------------
-
-    def shut_down(self, budget: float = 1.5) -> None:
-        assert self.endpoint is not None
-        self._say_goodbye()
-        deadline = time.monotonic() + budget
-        while time.monotonic() < deadline and (
-            self.calls or self.account_table.unregistering() or self.media.finalising
-        ):
-            self.endpoint.libHandleEvents(10)
-            self._graveyard.clear()
-            self.media.check_recordings()
-        self.thread.fail_pending_commands()
-        self.tear_down()
-
-    def _say_goodbye(self) -> None:
-        """BYE/CANCEL every call and un-REGISTER every account.
-
-        A function of its own so that its loop variables (pjsua2 objects) are gone
-        before ``libDestroy``: a Call still referenced then aborts the process.
-        """
-        for number in list(self.calls):
-            with contextlib.suppress(pj.Error, EngineError):
-                self.hangup(number)
-        self.account_table.unregister_all()
-
-    def _release_all(self) -> None:
-        """Drop our references to every pjsua2 object (see :meth:`_say_goodbye`)."""
-        self.media.close()  # PortAudio stopped, then its port destroyed
-        for call in self.calls.values():
-            self.media.release(call)
-        self.calls.clear()
-        self.messenger.clear()
-        self.account_table.disown_all()  # they live through libDestroy (see there)
-        for orphan in self._orphans:
-            orphan.thisown = False
-        self._graveyard.clear()
-        self.thread.clear_timers()
-
-    def tear_down(self) -> None:
-        """Drop every pjsua2 object, then the library (aborts if one survives)."""
-        self._release_all()
-        if self.media.finalising:
-            self.media.check_recordings(force=True)
-        clear_last_exception()
-        gc.collect()
-        disown_survivors()
-        if self.endpoint is not None:
-            with contextlib.suppress(pj.Error):
-                self.endpoint.libDestroy(pj.PJSUA_DESTROY_NO_NETWORK)
-            self.endpoint = None
-        self.account_table.clear()
-        self._writer = None

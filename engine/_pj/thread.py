@@ -7,7 +7,7 @@ a CRLF keep-alive (which PJSIP silently ignores) to our own UDP transport, so an
 idle engine can poll slowly without making commands wait.
 
 :class:`SipThread` knows nothing of SIP: the SIP side is a :class:`LoopSide`
-given at construction (:class:`~engine._pj.stack.PjStack` is the one in use), so
+given at construction (:class:`~engine._pj.lifecycle.StackLoop` in the engine), so
 the thread is used, not inherited, and tests can drive it with a stand-in.
 """
 
