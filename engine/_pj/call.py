@@ -26,9 +26,9 @@ from ..events import (
 from ..sipuri import split_name_addr, user_part
 from ..state import CallSnapshot
 from .guard import callback
+from .media import Media
 
 if TYPE_CHECKING:
-    from .media import Media
     from .stack import PjStack
 
 log = structlog.get_logger("engine.call")
@@ -81,6 +81,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.number = stack.next_call_number()
         self.account = account
         self.direction = direction
+        self.media = media  # the audio plumbing: players, recorders, bridge links
         self.sip_call_id = ""
         self.remote_uri = ""
         self.remote_user = ""
@@ -103,7 +104,6 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.tones: pj.ToneGenerator | None = None
-        self.media = media
         #: DTMF groups to send after the answer (MicroSIP's ``123,456``) and the method.
         self.post_dial: tuple[str, ...] = ()
         self.dtmf_method = 0
