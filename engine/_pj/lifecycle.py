@@ -69,7 +69,7 @@ class StackLoop:
         st.endpoint.libHandleEvents(ms)
 
     def after_events(self) -> None:
-        self.stack.drop_ended()  # ended calls go here, never inside their callbacks
+        self.stack.call_table.drop_ended()  # ended calls go here, never inside their callbacks
         if self.stack.media.finalising:
             self.stack.media.check_recordings()
 
@@ -84,7 +84,7 @@ class StackLoop:
             st.calls or st.account_table.unregistering() or st.media.finalising
         ):
             st.endpoint.libHandleEvents(10)
-            st.drop_ended()
+            st.call_table.drop_ended()
             st.media.check_recordings()
         st.thread.fail_pending_commands()
         self.tear_down()
@@ -104,7 +104,7 @@ class StackLoop:
         """Drop our references to every pjsua2 object (see :meth:`_say_goodbye`)."""
         st = self.stack
         st.media.close()  # PortAudio stopped, then its port destroyed
-        st.release_calls()
+        st.call_table.release_all()
         st.messenger.clear()
         st.account_table.disown_all()  # they live through libDestroy (see there)
         st.thread.clear_timers()

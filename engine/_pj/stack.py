@@ -26,7 +26,6 @@ from ..errors import (
     CapacityError,
     EngineError,
     InvalidTargetError,
-    NotFoundError,
     SipError,
 )
 from ..events import (
@@ -43,6 +42,7 @@ from .account import PjAccount
 from .accounts import AccountTable
 from .call import PjCall
 from .callops import Messenger, send_dtmf, set_hold, transfer
+from .calls import CallTable
 from .endpoint import SipEndpoint
 from .guard import (
     MAX_HEADER,
@@ -68,8 +68,6 @@ log = structlog.get_logger("engine.stack")
 
 T = TypeVar("T")
 
-#: Seconds after which a transfer's call that pjsua never started is dropped.
-ORPHAN_AFTER = 10.0
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 
 
@@ -98,10 +96,7 @@ class PjStack:
         # Owned by the pjsua2 thread only:
         self.endpoint: SipEndpoint | None = None
         self.transports: dict[str, tuple[int, TransportInfo]] = {}
-        self.calls: dict[int, PjCall] = {}
-        self._graveyard: list[Any] = []
         self.messenger = Messenger()
-        self._orphans: list[PjCall] = []
         self.limits: Limits | None = None
         #: The build's compile-time figures (accounts are refused past its
         #: PJSUA_MAX_ACC: the wheel aborts on the next one).
@@ -109,6 +104,8 @@ class PjStack:
         self.account_table = AccountTable(self, settings, self.build.max_accounts, self.messenger)
         self.accounts = self.account_table.live  # the same dict, never rebound
         self.media = Media(emit)
+        self.call_table = CallTable(self.media, self.schedule)
+        self.calls = self.call_table.live  # the same dict, never rebound
         self.mixer = Mixer(self.media, self)
         self.media.relink = self.mixer.relink
         self.release_gate = ReleaseGate()
@@ -137,20 +134,6 @@ class PjStack:
     def next_call_number(self) -> int:
         return next(self._call_numbers)
 
-    def drop_ended(self) -> None:
-        """Let ended calls go (between polls: never inside their own callbacks)."""
-        self._graveyard.clear()
-
-    def release_calls(self) -> None:
-        """Shutdown: drop every call object; a never-started one pjsua may still
-        point at is disowned, never deleted (see :meth:`_forget_if_unstarted`)."""
-        for call in self.calls.values():
-            self.media.release(call)
-        self.calls.clear()
-        for orphan in self._orphans:
-            orphan.thisown = False
-        self._graveyard.clear()
-
     # -- accounts (the table's; here for the manager's commands) ---------------------
 
     def add_account(self, index: int, acc: AccountConfig, password: str | None) -> AccountSnapshot:
@@ -168,15 +151,8 @@ class PjStack:
     # -- calls ------------------------------------------------------------------
 
     def call(self, number: int) -> PjCall:
-        """A call pjsua knows about. A Call object pjsua has not started yet (the
-        call placed for a REFER, before its first callback) is refused here: any
-        operation on a never-started pjsua2 Call aborts the interpreter."""
-        call = self.calls.get(number)
-        if call is None:
-            raise NotFoundError(f"no call {number}")
-        if not call.started:
-            raise EngineError(f"call {number} is not started yet", code="invalid_state")
-        return call
+        """A started call (see :meth:`CallTable.get`)."""
+        return self.call_table.get(number)
 
     def make_call(
         self,
@@ -249,13 +225,7 @@ class PjStack:
         return call
 
     def claim_slot(self, call: PjCall) -> None:
-        """pjsua reuses call slots at once; pjsua2's ~Call() clears and hangs up the
-        slot its object had. An ended call still waiting in the graveyard for the same
-        slot must therefore never be destroyed: disown it."""
-        slot = call.getId()
-        for old in self._graveyard:
-            if isinstance(old, PjCall) and old is not call and old.getId() == slot:
-                old.thisown = False
+        self.call_table.claim_slot(call)
 
     def decide_incoming(self, call: PjCall, message: str, fault: Fault | None = None) -> None:
         assert self.limits is not None
@@ -430,10 +400,9 @@ class PjStack:
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
-        new = PjCall(self, call.account, call.pj_account, -1, CallDirection.IN, self.media)
-        self.calls[new.number] = new
-        self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
-        return new
+        return self.call_table.adopt(
+            PjCall(self, call.account, call.pj_account, -1, CallDirection.IN, self.media)
+        )
 
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall:
         """The Call object for the call pjsua places when we are transferred."""
@@ -441,19 +410,7 @@ class PjStack:
         # A Refer-To may carry URI headers (?Replaces=…): they are not the party.
         new.remote_uri = split_name_addr(target)[1].split("?", 1)[0]
         new.remote_user = user_part(new.remote_uri)
-        self.calls[new.number] = new
-        self.schedule(ORPHAN_AFTER, functools.partial(self._forget_if_unstarted, new.number))
-        return new
-
-    def _forget_if_unstarted(self, number: int) -> None:
-        """pjsua may fail to place a transfer's call without telling us: after a
-        while an object it never started is no call of ours. It is kept (the
-        transferring call holds a raw pointer to it), just out of the call list."""
-        call = self.calls.get(number)
-        if call is not None and not call.started:
-            self.calls.pop(number)
-            self._orphans.append(call)
-            log.warning("transfer_call_never_started", call=number)
+        return self.call_table.adopt(new)
 
     def transfer_done(self, number: int) -> None:
         call = self.calls.get(number)
@@ -468,9 +425,7 @@ class PjStack:
 
     def call_ended(self, call: PjCall) -> None:
         self.mixer.forget(call.number)
-        self.media.release(call)
-        self.calls.pop(call.number, None)
-        self._graveyard.append(call)
+        self.call_table.ended(call)
 
     def play(self, number: int, path: str, loop: bool) -> None:
         check_file(path)
@@ -490,7 +445,7 @@ class PjStack:
         return self.limits.tls_max
 
     def call_list(self) -> list[CallSnapshot]:
-        return [c.snapshot() for c in self.calls.values()]
+        return self.call_table.snapshots()
 
     def account_list(self) -> list[AccountSnapshot]:
         return self.account_table.snapshots()
