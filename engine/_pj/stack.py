@@ -5,8 +5,9 @@
 the order pjsua2 needs; every public method here runs on that thread (callers go
 through ``run``). Accounts live in :class:`~engine._pj.accounts.AccountTable`,
 audio in :class:`~engine._pj.media.Media` (with the :class:`~engine._pj.mixer.Mixer`
-on top), endpoint configuration in :mod:`engine._pj.startup`; the stack keeps
-the calls.
+on top), endpoint configuration in :mod:`engine._pj.startup`, the Call objects
+in :class:`~engine._pj.calls.CallTable`; the stack places, answers, ends and
+transfers calls.
 """
 
 from __future__ import annotations
