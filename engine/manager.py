@@ -20,20 +20,17 @@ from . import logs
 from .bus import CallbackHandler, EventBus, Handler
 from .callwait import wait_for_state
 from .config import AccountConfig, Config
+from .deferred import DeferredDials
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
     CallDirection,
     CallState,
     CallStateName,
-    DeferredDial,
-    DeferredDialState,
     EngineStarted,
     EngineStopping,
     Event,
     EventType,
-    RegistrationChanged,
-    RegState,
 )
 from .history import CallHistory, default_history_path
 from .hooks import HookRunner
@@ -47,10 +44,6 @@ ENGINE_VERSION = "0.1.0"
 
 T = TypeVar("T")
 
-#: How long a command-line dial waits for REGISTER 200 before it is dropped: long
-#: enough to fix a password (``/password:``), short enough that no call surprises
-#: anyone hours later.
-DEFERRED_DIAL_TTL = 120.0
 #: Volume change per MicroSIP micup/micdown/speakup/speakdown (0-100 scale).
 VOLUME_STEP = 10
 
@@ -83,12 +76,7 @@ class CallManager:
         self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
-        #: Dials waiting for REGISTER 200: (account, target, post-dial, deadline).
-        self._pending: list[tuple[int, str, tuple[str, ...], float]] = []
-        #: Seconds a deferred dial waits; each has a timer of its own, so it expires
-        #: on its deadline even if no registration event ever comes.
-        self.deferred_dial_ttl = DEFERRED_DIAL_TTL
-        self._expiry_timers: list[threading.Timer] = []
+        self._deferred = DeferredDials(self, self._publish, self._lock)
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
         self.history = CallHistory(
@@ -107,7 +95,7 @@ class CallManager:
         self.exit_requested = threading.Event()
         self.bus.subscribe(
             CallbackHandler(
-                "deferred-dial", self._dial_pending, events=frozenset({EventType.REGISTRATION})
+                "deferred-dial", self._deferred.on_event, events=frozenset({EventType.REGISTRATION})
             )
         )
 
@@ -178,10 +166,7 @@ class CallManager:
                 return
             self._started = False
         self._publish(EngineStopping(reason=reason))
-        with self._lock:
-            timers, self._expiry_timers = self._expiry_timers, []
-        for timer in timers:
-            timer.cancel()
+        self._deferred.cancel_timers()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
         self.hooks.close()  # then lets their cmdCallEnd hooks run out
@@ -319,88 +304,20 @@ class CallManager:
     ) -> CallSnapshot | None:
         """MicroSIP's command-line dial: waits for REGISTER 200 when the account has a
         registrar and is not registered yet (returns None then; the call follows)."""
-        index = self.default_account() if account is None else account
-        self.target_uri(target, index)  # a bad target fails now, not later
-        if not self.account_config(index).server or self._registered(index):
-            return self.dial(target, index, post_dial=post_dial)
-        failed = [a for a in self.accounts() if a.account == index and a.state == RegState.FAILED]
-        if failed:  # deferring would only drop the call later, silently for the caller
-            raise EngineError(
-                f"[Account{index}] is not registered: its last registration failed "
-                f"({failed[0].code} {failed[0].reason}); not dialling",
-                code="not_registered",
-            )
-        ttl = self.deferred_dial_ttl
-        timer = threading.Timer(ttl, self._expire_pending)
-        timer.daemon = True
-        with self._lock:
-            self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
-            self._expiry_timers.append(timer)
-        log.info("dial_deferred", account=index, target=target, timeout=ttl)
-        self._publish(DeferredDial(account=index, target=target, state=DeferredDialState.WAITING))
-        timer.start()  # after "waiting": its "dropped" is never stamped less than ttl later
-        if self._registered(index):  # registered meanwhile: do not wait for a refresh
-            self._flush_pending(index)
-        return None
+        return self._deferred.dial_when_registered(target, account, post_dial)
 
-    def _registered(self, index: int) -> bool:
-        return any(a.account == index and a.state == RegState.REGISTERED for a in self.accounts())
+    def dial_now(self, target: str, account: int, post_dial: tuple[str, ...]) -> CallSnapshot:
+        """:meth:`dial` as the deferred dial places its calls."""
+        return self.dial(target, account, post_dial=post_dial)
 
-    def _dial_pending(self, event: Event) -> None:
-        if not isinstance(event, RegistrationChanged):
-            return
-        if event.state is RegState.REGISTERED:
-            self._flush_pending(event.account)
-        elif event.state is RegState.FAILED:
-            self._drop_pending(event.account, f"registration failed ({event.code} {event.reason})")
+    @property
+    def deferred_dial_ttl(self) -> float:
+        """Seconds a deferred dial waits for REGISTER 200 before it is dropped."""
+        return self._deferred.ttl
 
-    def _expire_pending(self) -> None:
-        """A deferred dial's timer: drop every dial whose deadline has passed."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._started:
-                return
-            expired = [p for p in self._pending if p[3] <= now]
-            self._pending = [p for p in self._pending if p[3] > now]
-        for account, target, _, _ in expired:
-            self._dropped(account, target, f"not registered within {self.deferred_dial_ttl:g} s")
-
-    def _dropped(self, account: int, target: str, why: str) -> None:
-        log.warning("deferred_dial_dropped", account=account, target=target, reason=why)
-        self._publish(
-            DeferredDial(
-                account=account, target=target, state=DeferredDialState.DROPPED, reason=why
-            )
-        )
-
-    def _drop_pending(self, index: int, why: str) -> None:
-        """A deferred dial is not kept for a registration that failed or an account
-        switched away: a call placed hours later would surprise everyone."""
-        with self._lock:
-            dropped = [p for p in self._pending if p[0] == index]
-            self._pending = [p for p in self._pending if p[0] != index]
-        for _, target, _, _ in dropped:
-            self._dropped(index, target, why)
-
-    def _flush_pending(self, index: int) -> None:
-        with self._lock:
-            due = [p for p in self._pending if p[0] == index]
-            self._pending = [p for p in self._pending if p[0] != index]
-        now = time.monotonic()
-        for account, target, post_dial, deadline in due:
-            if now > deadline:
-                self._dropped(
-                    account, target, f"not registered within {self.deferred_dial_ttl:g} s"
-                )
-                continue
-            try:
-                self.dial(target, account, post_dial=post_dial)
-            except EngineError as exc:
-                self._dropped(account, target, f"dial failed: {exc.message}")
-                continue
-            self._publish(
-                DeferredDial(account=account, target=target, state=DeferredDialState.PLACED)
-            )
+    @deferred_dial_ttl.setter
+    def deferred_dial_ttl(self, seconds: float) -> None:
+        self._deferred.ttl = seconds
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
@@ -569,7 +486,7 @@ class CallManager:
             # means account 1): follow what the configuration now says is active.
             new = self.default_account()
             if old != new:
-                self._drop_pending(old, f"switched to account {new}")
+                self._deferred.drop(old, f"switched to account {new}")
             if old != 0 and old != new:
                 self._run(self._stack.remove_account, old)
             if new == 0:
