@@ -49,7 +49,13 @@ T = TypeVar("T")
 
 
 class CallManager:
-    """Accounts, calls and events of one headless softphone."""
+    """Accounts, calls and events of one headless softphone.
+
+    Longer than 300 lines as the public facade: one short method per engine command
+    (the command table, the CLI and the tests call them by name). The logic lives in
+    its components: :mod:`engine.deferred`, :mod:`engine.accounts`,
+    :mod:`engine.levels` and :mod:`engine.recordings`.
+    """
 
     def __init__(
         self,
