@@ -43,16 +43,32 @@ class Dialer(Protocol):
     def dial_now(self, target: str, account: int, post_dial: tuple[str, ...]) -> CallSnapshot: ...
 
 
+class Timer(Protocol):
+    """One expiry timer (a :class:`threading.Timer` outside the tests)."""
+
+    def start(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+def daemon_timer(seconds: float, expire: Callable[[], None]) -> Timer:
+    """A timer thread that never keeps the process alive."""
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    return timer
+
+
 class _Pending(NamedTuple):
     account: int
     target: str
     post_dial: tuple[str, ...]
-    deadline: float  # time.monotonic()
+    deadline: float  # on the dials' clock (time.monotonic outside the tests)
 
 
 class DeferredDials:
     """Dials waiting for REGISTER 200. ``lock`` is the engine's: a switch of account
-    drops the dials of the old one under the same lock that switches it."""
+    drops the dials of the old one under the same lock that switches it. ``clock``
+    and ``timer`` are there for the tests: a fake clock and timers they fire."""
 
     def __init__(
         self,
@@ -60,6 +76,9 @@ class DeferredDials:
         publish: Callable[[Event], None],
         lock: threading.RLock,
         ttl: float = DEFERRED_DIAL_TTL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[float, Callable[[], None]], Timer] = daemon_timer,
     ) -> None:
         self._dialer = dialer
         self._publish = publish
@@ -67,8 +86,10 @@ class DeferredDials:
         #: Seconds a deferred dial waits; each has a timer of its own, so it expires
         #: on its deadline even if no registration event ever comes.
         self.ttl = ttl
+        self._clock = clock
+        self._timer = timer
         self._pending: list[_Pending] = []
-        self.timers: list[threading.Timer] = []
+        self.timers: list[Timer] = []
 
     def dial_when_registered(
         self, target: str, account: int | None = None, post_dial: tuple[str, ...] = ()
@@ -88,10 +109,9 @@ class DeferredDials:
                 code="not_registered",
             )
         ttl = self.ttl
-        timer = threading.Timer(ttl, self._expire)
-        timer.daemon = True
+        timer = self._timer(ttl, self._expire)
         with self._lock:
-            self._pending.append(_Pending(index, target, tuple(post_dial), time.monotonic() + ttl))
+            self._pending.append(_Pending(index, target, tuple(post_dial), self._clock() + ttl))
             self.timers.append(timer)
         log.info("dial_deferred", account=index, target=target, timeout=ttl)
         self._publish(DeferredDial(account=index, target=target, state=DeferredDialState.WAITING))
@@ -135,7 +155,7 @@ class DeferredDials:
 
     def _expire(self) -> None:
         """A deferred dial's timer: drop every dial whose deadline has passed."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if not self._dialer.running:
                 return
@@ -156,7 +176,7 @@ class DeferredDials:
 
     def _flush(self, index: int) -> None:
         due = self._take(lambda p: p.account == index)
-        now = time.monotonic()
+        now = self._clock()
         for p in due:
             if now > p.deadline:
                 self._dropped(p.account, p.target, self._too_late())
