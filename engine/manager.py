@@ -173,9 +173,17 @@ class CallManager:
 
     def stop(self, reason: str = "stop") -> None:
         """Hang up every call, un-REGISTER, destroy pjsua2, stop the handlers."""
+        if self.shut_down(reason):
+            self.hooks.close()  # lets the cmdCallEnd hooks of the last hang-ups run out
+            self.history.close()
+
+    def shut_down(self, reason: str = "stop") -> bool:
+        """The first half of :meth:`stop`: hang up, un-REGISTER, destroy pjsua2 and
+        deliver the last events; the hooks and the history stay open for their owner
+        to close after it (:class:`engine.assembly.Engine`). False if not running."""
         with self._lock:
             if not self._started:
-                return
+                return False
             self._started = False
         self._publish(EngineStopping(reason=reason))
         with self._lock:
@@ -184,12 +192,18 @@ class CallManager:
             timer.cancel()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
-        self.hooks.close()  # then lets their cmdCallEnd hooks run out
-        self.history.close()
+        return True
+
+    #: Called after :attr:`exit_requested` is set, so whoever runs the engine wakes
+    #: at once instead of polling the flag (:class:`engine.assembly.Engine` sets it).
+    exit_listener: Callable[[], None] | None = None
 
     def request_exit(self) -> None:
         """Ask the process running this engine to stop it (after replying)."""
         self.exit_requested.set()
+        listener = self.exit_listener
+        if listener is not None:
+            listener()
 
     @property
     def running(self) -> bool:
