@@ -183,6 +183,8 @@ class Engine:
     def _parts(self) -> list[Component]:
         m = self.manager
         parts: list[Component] = [
+            # Open already: CallManager's constructor builds both and subscribes the
+            # hooks. Theirs is the outer place in the order, whoever builds them.
             Part("history", stop=lambda _: m.history.close()),
             Part("hooks", stop=lambda _: m.hooks.close()),
             Part("manager", self._start_manager, self._stop_manager),
