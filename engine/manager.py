@@ -179,20 +179,34 @@ class CallManager:
 
     def stop(self, reason: str = "stop") -> None:
         """Hang up every call, un-REGISTER, destroy pjsua2, stop the handlers."""
+        if self.shut_down(reason):
+            self.hooks.close()  # lets the cmdCallEnd hooks of the last hang-ups run out
+            self.history.close()
+
+    def shut_down(self, reason: str = "stop") -> bool:
+        """The first half of :meth:`stop`: hang up, un-REGISTER, destroy pjsua2 and
+        deliver the last events; the hooks and the history stay open for their owner
+        to close after it (:class:`engine.assembly.Engine`). False if not running."""
         with self._lock:
             if not self._started:
-                return
+                return False
             self._started = False
         self._publish(EngineStopping(reason=reason))
         self._deferred.cancel_timers()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
-        self.hooks.close()  # then lets their cmdCallEnd hooks run out
-        self.history.close()
+        return True
+
+    #: Called after :attr:`exit_requested` is set, so whoever runs the engine wakes
+    #: at once instead of polling the flag (:class:`engine.assembly.Engine` sets it).
+    exit_listener: Callable[[], None] | None = None
 
     def request_exit(self) -> None:
         """Ask the process running this engine to stop it (after replying)."""
         self.exit_requested.set()
+        listener = self.exit_listener
+        if listener is not None:
+            listener()
 
     @property
     def running(self) -> bool:
@@ -475,36 +489,28 @@ class CallManager:
         return [str(t) for t in self._run(self._stack.transport_list)]
 
     def status(self) -> dict[str, Any]:
-        now = time.time()
-        assert self.limits is not None
-        # One trip to the SIP thread, not one per part: under many concurrent clients
-        # each trip waits for the GIL (measured in scripts/bench.py), and one
-        # snapshot keeps "capacity.calls" and "calls" consistent.
-        stack = self._stack
-        transports, calls, audio, tls_max, accounts = self._run(
-            lambda: (
-                stack.transport_list(),
-                stack.call_list(),
-                stack.mixer.state(),
-                stack.tls_max(),
-                stack.account_list(),
-            )
-        )
+        """The engine, its accounts, calls and capacity: the stack's part read in one
+        trip to the SIP thread (:mod:`engine._pj.snapshot`), so the reply agrees with
+        itself (``capacity.calls`` counts the ``calls`` it lists)."""
+        from ._pj.snapshot import take_snapshot
+
+        snap = self._run(take_snapshot, self._stack)
+        now = snap.taken_at
         return {
             "version": ENGINE_VERSION,
-            "pjsip": self.limits.pjsip_version,
+            "pjsip": snap.limits.pjsip_version,
             "uptime": round(now - self.started_at, 3),
-            "sip": [str(t) for t in transports],
+            "sip": [str(t) for t in snap.transports],
             "control": self.control,
             "history": str(self.history.path),
-            "capacity": {"max_calls": self.limits.max_calls, "calls": len(calls)},
+            "capacity": {"max_calls": snap.limits.max_calls, "calls": len(snap.calls)},
             "toggles": dataclasses.asdict(self.toggles),
-            "audio": audio,
-            "limits": {**self.limits.to_dict(), "tls_max": tls_max},
-            "accounts": [a.to_dict() for a in accounts],
+            "audio": snap.audio,
+            "limits": snap.limits.to_dict(),
+            "accounts": [a.to_dict() for a in snap.accounts],
             # What the configuration ignored or refused (e.g. an account without domain).
             "config_warnings": list(self.config.warnings),
-            "calls": [c.to_dict(now) for c in calls],
+            "calls": [c.to_dict(now) for c in snap.calls],
         }
 
     def _run(self, func: Callable[..., T], *args: Any) -> T:
