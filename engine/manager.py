@@ -8,6 +8,7 @@ from any thread; the work itself is marshalled onto the pjsua2 thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ import structlog
 
 from . import logs
 from .accounts import AccountAdmin
+from .behaviour import BehaviourSettings, MicroSipBehaviour, caller_id, dtmf_method
 from .bus import CallbackHandler, EventBus, Handler
 from .callwait import wait_for_state
 from .config import AccountConfig, Config
@@ -73,12 +75,20 @@ class CallManager:
         self.control = control
         self._lock = threading.RLock()
         self._started = False
-        self._stack = PjStack(_stack_settings(config, bind_address, sip_port), self._publish)
+        behaviour = functools.partial(
+            MicroSipBehaviour,
+            settings=BehaviourSettings(
+                auto_hangup_time=float(config.settings.auto_hang_up_time),
+                media_timeout=float(config.engine.media_timeout),
+                dtmf_method=config.settings.dtmf_method,
+            ),
+            policy=self._decide,
+            auto_record=self._auto_record_path,
+        )
+        self._stack = PjStack(
+            _stack_settings(config, bind_address, sip_port), self._publish, behaviour
+        )
         self.toggles = Toggles.from_settings(config.settings)
-        self._stack.incoming_policy = self._decide
-        self._stack.auto_hangup_time = float(config.settings.auto_hang_up_time)
-        self._stack.media_timeout = float(config.engine.media_timeout)
-        self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
         self._deferred = DeferredDials(self, self._publish, self._lock)
@@ -298,11 +308,8 @@ class CallManager:
         """
         index = self.default_account() if account is None else account
         uri = self.target_uri(target, index)
-        method = self.config.settings.dtmf_method
-        hide = self.account_config(index).hide_cid
-        return self._run(
-            self._stack.make_call, index, uri, dict(headers or {}), tuple(post_dial), method, hide
-        )
+        local_uri, sent = caller_id(self.account_config(index).hide_cid, headers or {})
+        return self._run(self._stack.make_call, index, uri, sent, tuple(post_dial), local_uri)
 
     def dial_when_registered(
         self, target: str, account: int | None = None, post_dial: tuple[str, ...] = ()
@@ -410,7 +417,7 @@ class CallManager:
     def send_dtmf(self, digits: str, call: int | None = None, method: int | None = None) -> str:
         """Send DTMF with ``DTMFMethod`` (or ``method``); returns the method used."""
         number = self.current_call() if call is None else call
-        chosen = self.config.settings.dtmf_method if method is None else method
+        chosen = dtmf_method(self.config.settings.dtmf_method, method)
         return self._run(self._stack.send_dtmf, number, digits, chosen)
 
     def hold(self, call: int | None = None, hold: bool | None = None) -> bool:
