@@ -5,8 +5,8 @@ the ``microsip`` CLI (through the socket), WM_COPYDATA (``copydata``) and MicroS
 command line, whose parsed actions :mod:`engine.actions` maps onto commands of this
 table. A command is a :class:`CallManager` method when that already is the command,
 or a method of :class:`EngineCommands` when it needs more (a JSON result, MicroSIP's
-hangup groups and dial). Adding a command is one method and one row of
-:func:`command_table`.
+hangup groups and dial). Adding a command is one method and one row in its
+area's table, which :func:`command_table` joins.
 """
 
 from __future__ import annotations
@@ -257,8 +257,20 @@ PARAM_HELP = {
 
 
 def command_table(m: CallManager, c: EngineCommands) -> list[Row]:
-    """Every command, one row each: data, not logic, so it is as long as the list
-    of commands is (``help`` lists them, docs/control-protocol.md documents them)."""
+    """Every command, one row each, in ``help``'s order: data, not logic (``help``
+    lists them, docs/control-protocol.md documents them). The rows are grouped by
+    area so each group reads at a glance; a new command is one row in its group."""
+    return [
+        *_state_and_dial_rows(m, c),
+        *_in_call_rows(m, c),
+        *_audio_rows(m, c),
+        *_settings_rows(m, c),
+        *_microsip_rows(m, c),
+    ]
+
+
+def _state_and_dial_rows(m: CallManager, c: EngineCommands) -> list[Row]:
+    """The engine's state, placing, answering and ending calls."""
     return [
         Row("status", m.status, "Engine, accounts, calls and capacity."),
         Row("calls", c.calls, "The calls and their state."),
@@ -303,6 +315,12 @@ def command_table(m: CallManager, c: EngineCommands) -> list[Row]:
             c.hangup_calling,
             "Hang up the outbound calls not answered yet (MicroSIP /hangupcalling).",
         ),
+    ]
+
+
+def _in_call_rows(m: CallManager, c: EngineCommands) -> list[Row]:
+    """What is done to calls in progress: hold, transfer, conference."""
+    return [
         Row(
             "hold",
             c.hold,
@@ -333,6 +351,12 @@ def command_table(m: CallManager, c: EngineCommands) -> list[Row]:
             "Take calls (default: all) out of the conference.",
             {"calls": str | None},
         ),
+    ]
+
+
+def _audio_rows(m: CallManager, c: EngineCommands) -> list[Row]:
+    """Microphone and speaker, DTMF and SIP MESSAGE, playing into and recording calls."""
+    return [
         Row(
             "audio",
             m.audio_levels,
@@ -387,6 +411,12 @@ def command_table(m: CallManager, c: EngineCommands) -> list[Row]:
             "Stop recording a call; the WAV is complete afterwards.",
             {"call": int},
         ),
+    ]
+
+
+def _settings_rows(m: CallManager, c: EngineCommands) -> list[Row]:
+    """MicroSIP's buttons and account settings, saved to the ini."""
+    return [
         Row(
             "toggle",
             m.set_toggle,
@@ -411,6 +441,12 @@ def command_table(m: CallManager, c: EngineCommands) -> list[Row]:
             "Register the active account with this password, kept in memory only.",
             {"password": str},
         ),
+    ]
+
+
+def _microsip_rows(m: CallManager, c: EngineCommands) -> list[Row]:
+    """MicroSIP's command line, WM_COPYDATA and its window verbs."""
+    return [
         Row(
             "commandline",
             c.commandline,

@@ -314,7 +314,9 @@ class IniDocument:
         """
         _check_name("section", section, "]")
         _check_name("key", key, "=")
-        if any(c in value for c in "\r\n\x00"):
+        if "\x00" in value:  # Win32 would cut the value there: a NUL is lost, not stored
+            raise ConfigError(f"[{section}] {key}: a value cannot contain a NUL character", key=key)
+        if any(c in value for c in "\r\n"):
             raise ConfigError(f"[{section}] {key}: a value cannot contain line breaks", key=key)
         spelled = _quote(value)
         try:

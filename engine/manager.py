@@ -8,6 +8,7 @@ from any thread; the work itself is marshalled onto the pjsua2 thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -17,28 +18,29 @@ from typing import Any, TypeVar
 import structlog
 
 from . import logs
+from .accounts import AccountAdmin
+from .behaviour import BehaviourSettings, MicroSipBehaviour, caller_id, dtmf_method
 from .bus import CallbackHandler, EventBus, Handler
 from .callwait import wait_for_state
 from .config import AccountConfig, Config
+from .deferred import DeferredDials
 from .dialplan import to_sip_uri
 from .errors import EngineError, EngineStoppedError, InvalidTargetError, NotFoundError
 from .events import (
     CallDirection,
     CallState,
     CallStateName,
-    DeferredDial,
-    DeferredDialState,
     EngineStarted,
     EngineStopping,
     Event,
     EventType,
-    RegistrationChanged,
-    RegState,
 )
 from .history import CallHistory, default_history_path
 from .hooks import HookRunner
+from .levels import AudioLevels
 from .milestones import MilestoneLog
 from .policy import Toggles, decide
+from .recordings import recording_dir, recording_file
 from .state import AccountSnapshot, CallSnapshot, Decision, Limits
 
 log = structlog.get_logger("engine.manager")
@@ -47,16 +49,15 @@ ENGINE_VERSION = "0.1.0"
 
 T = TypeVar("T")
 
-#: How long a command-line dial waits for REGISTER 200 before it is dropped: long
-#: enough to fix a password (``/password:``), short enough that no call surprises
-#: anyone hours later.
-DEFERRED_DIAL_TTL = 120.0
-#: Volume change per MicroSIP micup/micdown/speakup/speakdown (0-100 scale).
-VOLUME_STEP = 10
-
 
 class CallManager:
-    """Accounts, calls and events of one headless softphone."""
+    """Accounts, calls and events of one headless softphone.
+
+    Longer than 300 lines as the public facade: one short method per engine command
+    (the command table, the CLI and the tests call them by name). The logic lives in
+    its components: :mod:`engine.deferred`, :mod:`engine.accounts`,
+    :mod:`engine.levels` and :mod:`engine.recordings`.
+    """
 
     def __init__(
         self,
@@ -72,23 +73,38 @@ class CallManager:
         self.config = config
         self.bus = EventBus()
         self.control = control
-        self._passwords: dict[int, str] = {}
         self._lock = threading.RLock()
         self._started = False
-        self._stack = PjStack(_stack_settings(config, bind_address, sip_port), self._publish)
+        behaviour = functools.partial(
+            MicroSipBehaviour,
+            settings=BehaviourSettings(
+                auto_hangup_time=float(config.settings.auto_hang_up_time),
+                media_timeout=float(config.engine.media_timeout),
+                dtmf_method=config.settings.dtmf_method,
+            ),
+            policy=self._decide,
+            auto_record=self._auto_record_path,
+        )
+        self._stack = PjStack(
+            _stack_settings(config, bind_address, sip_port), self._publish, behaviour
+        )
         self.toggles = Toggles.from_settings(config.settings)
-        self._stack.incoming_policy = self._decide
-        self._stack.auto_hangup_time = float(config.settings.auto_hang_up_time)
-        self._stack.media_timeout = float(config.engine.media_timeout)
-        self._stack.auto_record = self._auto_record_path
         self.limits: Limits | None = None
         self.started_at = 0.0
-        #: Dials waiting for REGISTER 200: (account, target, post-dial, deadline).
-        self._pending: list[tuple[int, str, tuple[str, ...], float]] = []
-        #: Seconds a deferred dial waits; each has a timer of its own, so it expires
-        #: on its deadline even if no registration event ever comes.
-        self.deferred_dial_ttl = DEFERRED_DIAL_TTL
-        self._expiry_timers: list[threading.Timer] = []
+        self._deferred = DeferredDials(self, self._publish, self._lock)
+        self._account_admin = AccountAdmin(
+            self,
+            self._lock,
+            add=lambda i, acc, pw: self._stack.run(self._stack.add_account, i, acc, pw),
+            remove=lambda i: self._run(self._stack.remove_account, i),
+            drop_dials=self._deferred.drop,
+        )
+        self._levels = AudioLevels(
+            self,
+            self._lock,
+            set_levels=lambda **c: self._run(lambda: self._stack.mixer.set_levels(**c)),
+            state=lambda: self._run(self._stack.mixer.state),
+        )
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
         self.history = CallHistory(
@@ -107,7 +123,7 @@ class CallManager:
         self.exit_requested = threading.Event()
         self.bus.subscribe(
             CallbackHandler(
-                "deferred-dial", self._dial_pending, events=frozenset({EventType.REGISTRATION})
+                "deferred-dial", self._deferred.on_event, events=frozenset({EventType.REGISTRATION})
             )
         )
 
@@ -143,8 +159,8 @@ class CallManager:
                     mic_volume=s.volume_input, speaker_volume=s.volume_output
                 )
             )
-            for index, acc in self._wanted_accounts():
-                self._add_account(index, acc)
+            for index, acc in self._account_admin.wanted():
+                self._account_admin.add(index, acc)
         except BaseException:
             self.stop()
             raise
@@ -173,23 +189,34 @@ class CallManager:
 
     def stop(self, reason: str = "stop") -> None:
         """Hang up every call, un-REGISTER, destroy pjsua2, stop the handlers."""
+        if self.shut_down(reason):
+            self.hooks.close()  # lets the cmdCallEnd hooks of the last hang-ups run out
+            self.history.close()
+
+    def shut_down(self, reason: str = "stop") -> bool:
+        """The first half of :meth:`stop`: hang up, un-REGISTER, destroy pjsua2 and
+        deliver the last events; the hooks and the history stay open for their owner
+        to close after it (:class:`engine.assembly.Engine`). False if not running."""
         with self._lock:
             if not self._started:
-                return
+                return False
             self._started = False
         self._publish(EngineStopping(reason=reason))
-        with self._lock:
-            timers, self._expiry_timers = self._expiry_timers, []
-        for timer in timers:
-            timer.cancel()
+        self._deferred.cancel_timers()
         self._stack.stop()
         self.bus.close()  # delivers the last events (the hang-ups of shutdown) first
-        self.hooks.close()  # then lets their cmdCallEnd hooks run out
-        self.history.close()
+        return True
+
+    #: Called after :attr:`exit_requested` is set, so whoever runs the engine wakes
+    #: at once instead of polling the flag (:class:`engine.assembly.Engine` sets it).
+    exit_listener: Callable[[], None] | None = None
 
     def request_exit(self) -> None:
         """Ask the process running this engine to stop it (after replying)."""
         self.exit_requested.set()
+        listener = self.exit_listener
+        if listener is not None:
+            listener()
 
     @property
     def running(self) -> bool:
@@ -241,42 +268,15 @@ class CallManager:
 
     def recording_file(self, call: CallSnapshot) -> str:
         """MicroSIP's name: YYYYMMDD-HHMMSS-<remote>-<incoming|outgoing>-<account>.wav."""
-        acc = self.account_config(call.account)
-        who = acc.label or acc.username or "local"
-        direction = "incoming" if call.direction == CallDirection.IN else "outgoing"
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(call.answer_time or time.time()))
-        name = f"{stamp}-{_file_safe(call.remote_user)}-{direction}-{_file_safe(who)}.wav"
-        return os.path.join(self.recording_dir(), name)
+        return recording_file(call, self.account_config(call.account), self.recording_dir())
 
     def recording_dir(self) -> str:
-        path = self.config.settings.recording_path
-        if not path:
-            base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-            path = os.path.join(base, "microsip-engine", "recordings")
-        return path
+        return recording_dir(self.config.settings)
 
     def _auto_record_path(self, call: CallSnapshot) -> str | None:
         return self.recording_file(call) if self.config.settings.auto_recording else None
 
     # -- accounts ---------------------------------------------------------------
-
-    def _wanted_accounts(self) -> list[tuple[int, AccountConfig]]:
-        s = self.config.settings
-        wanted: list[tuple[int, AccountConfig]] = []
-        active = self.config.active_account()
-        if s.enable_local_account or active is None:
-            local = self.config.local_account
-            if not self.config.document.has_section("Account0"):
-                # MicroSIP's local account listens on every transport.
-                local = dataclasses.replace(local, transport="both")
-            wanted.append((0, local))
-        if active is not None:
-            wanted.append((active.index, active))
-        return wanted
-
-    def _add_account(self, index: int, acc: AccountConfig) -> AccountSnapshot:
-        password = self._passwords.get(index, acc.password)
-        return self._stack.run(self._stack.add_account, index, acc, password)
 
     def accounts(self) -> list[AccountSnapshot]:
         return self._run(self._stack.account_list)
@@ -308,99 +308,28 @@ class CallManager:
         """
         index = self.default_account() if account is None else account
         uri = self.target_uri(target, index)
-        method = self.config.settings.dtmf_method
-        hide = self.account_config(index).hide_cid
-        return self._run(
-            self._stack.make_call, index, uri, dict(headers or {}), tuple(post_dial), method, hide
-        )
+        local_uri, sent = caller_id(self.account_config(index).hide_cid, headers or {})
+        return self._run(self._stack.make_call, index, uri, sent, tuple(post_dial), local_uri)
 
     def dial_when_registered(
         self, target: str, account: int | None = None, post_dial: tuple[str, ...] = ()
     ) -> CallSnapshot | None:
         """MicroSIP's command-line dial: waits for REGISTER 200 when the account has a
         registrar and is not registered yet (returns None then; the call follows)."""
-        index = self.default_account() if account is None else account
-        self.target_uri(target, index)  # a bad target fails now, not later
-        if not self.account_config(index).server or self._registered(index):
-            return self.dial(target, index, post_dial=post_dial)
-        failed = [a for a in self.accounts() if a.account == index and a.state == RegState.FAILED]
-        if failed:  # deferring would only drop the call later, silently for the caller
-            raise EngineError(
-                f"[Account{index}] is not registered: its last registration failed "
-                f"({failed[0].code} {failed[0].reason}); not dialling",
-                code="not_registered",
-            )
-        ttl = self.deferred_dial_ttl
-        timer = threading.Timer(ttl, self._expire_pending)
-        timer.daemon = True
-        with self._lock:
-            self._pending.append((index, target, tuple(post_dial), time.monotonic() + ttl))
-            self._expiry_timers.append(timer)
-        log.info("dial_deferred", account=index, target=target, timeout=ttl)
-        self._publish(DeferredDial(account=index, target=target, state=DeferredDialState.WAITING))
-        timer.start()  # after "waiting": its "dropped" is never stamped less than ttl later
-        if self._registered(index):  # registered meanwhile: do not wait for a refresh
-            self._flush_pending(index)
-        return None
+        return self._deferred.dial_when_registered(target, account, post_dial)
 
-    def _registered(self, index: int) -> bool:
-        return any(a.account == index and a.state == RegState.REGISTERED for a in self.accounts())
+    def dial_now(self, target: str, account: int, post_dial: tuple[str, ...]) -> CallSnapshot:
+        """:meth:`dial` as the deferred dial places its calls."""
+        return self.dial(target, account, post_dial=post_dial)
 
-    def _dial_pending(self, event: Event) -> None:
-        if not isinstance(event, RegistrationChanged):
-            return
-        if event.state is RegState.REGISTERED:
-            self._flush_pending(event.account)
-        elif event.state is RegState.FAILED:
-            self._drop_pending(event.account, f"registration failed ({event.code} {event.reason})")
+    @property
+    def deferred_dial_ttl(self) -> float:
+        """Seconds a deferred dial waits for REGISTER 200 before it is dropped."""
+        return self._deferred.ttl
 
-    def _expire_pending(self) -> None:
-        """A deferred dial's timer: drop every dial whose deadline has passed."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._started:
-                return
-            expired = [p for p in self._pending if p[3] <= now]
-            self._pending = [p for p in self._pending if p[3] > now]
-        for account, target, _, _ in expired:
-            self._dropped(account, target, f"not registered within {self.deferred_dial_ttl:g} s")
-
-    def _dropped(self, account: int, target: str, why: str) -> None:
-        log.warning("deferred_dial_dropped", account=account, target=target, reason=why)
-        self._publish(
-            DeferredDial(
-                account=account, target=target, state=DeferredDialState.DROPPED, reason=why
-            )
-        )
-
-    def _drop_pending(self, index: int, why: str) -> None:
-        """A deferred dial is not kept for a registration that failed or an account
-        switched away: a call placed hours later would surprise everyone."""
-        with self._lock:
-            dropped = [p for p in self._pending if p[0] == index]
-            self._pending = [p for p in self._pending if p[0] != index]
-        for _, target, _, _ in dropped:
-            self._dropped(index, target, why)
-
-    def _flush_pending(self, index: int) -> None:
-        with self._lock:
-            due = [p for p in self._pending if p[0] == index]
-            self._pending = [p for p in self._pending if p[0] != index]
-        now = time.monotonic()
-        for account, target, post_dial, deadline in due:
-            if now > deadline:
-                self._dropped(
-                    account, target, f"not registered within {self.deferred_dial_ttl:g} s"
-                )
-                continue
-            try:
-                self.dial(target, account, post_dial=post_dial)
-            except EngineError as exc:
-                self._dropped(account, target, f"dial failed: {exc.message}")
-                continue
-            self._publish(
-                DeferredDial(account=account, target=target, state=DeferredDialState.PLACED)
-            )
+    @deferred_dial_ttl.setter
+    def deferred_dial_ttl(self, seconds: float) -> None:
+        self._deferred.ttl = seconds
 
     def target_uri(self, target: str, account: int) -> str:
         """A bare number becomes ``sip:number@domain``; a full URI is used as is."""
@@ -488,7 +417,7 @@ class CallManager:
     def send_dtmf(self, digits: str, call: int | None = None, method: int | None = None) -> str:
         """Send DTMF with ``DTMFMethod`` (or ``method``); returns the method used."""
         number = self.current_call() if call is None else call
-        chosen = self.config.settings.dtmf_method if method is None else method
+        chosen = dtmf_method(self.config.settings.dtmf_method, method)
         return self._run(self._stack.send_dtmf, number, digits, chosen)
 
     def hold(self, call: int | None = None, hold: bool | None = None) -> bool:
@@ -524,77 +453,33 @@ class CallManager:
         """Take calls (default: all) out of the conference; returns who is left in it."""
         return self._run(self._stack.mixer.split, calls)
 
-    # -- audio levels: MicroSIP's mute buttons and volume steps --------------------
+    # -- audio levels: MicroSIP's mute buttons and volume steps (engine.levels) -----
 
     def audio_levels(self, **changes: Any) -> dict[str, Any]:
         """Set ``mic_muted`` / ``speaker_muted`` / ``mic_volume`` / ``speaker_volume``
         (0-100); volumes are saved as ``volumeInput`` / ``volumeOutput``."""
-        state = self._run(lambda: self._stack.mixer.set_levels(**changes))
-        saved = (
-            {("Settings", "volumeInput"): str(state["mic_volume"])}
-            if "mic_volume" in changes
-            else {}
-        )
-        if "speaker_volume" in changes:
-            saved[("Settings", "volumeOutput")] = str(state["speaker_volume"])
-        if saved:
-            with self._lock:
-                self.config = self.config.with_values(saved)
-        return state
+        return self._levels.set(**changes)
 
     def toggle_mute(self, device: str) -> dict[str, Any]:
-        key = "mic_muted" if device == "mic" else "speaker_muted"
-        current = self._run(self._stack.mixer.state)
-        return self.audio_levels(**{key: not current[key]})
+        return self._levels.toggle_mute(device)
 
     def volume_step(self, device: str, step: int) -> dict[str, Any]:
         """MicroSIP's micup/micdown/speakup/speakdown: VOLUME_STEP per click."""
-        key = "mic_volume" if device == "mic" else "speaker_volume"
-        current = self._run(self._stack.mixer.state)
-        return self.audio_levels(**{key: int(current[key]) + step * VOLUME_STEP})
+        return self._levels.step(device, step)
 
-    # -- accounts: switching and passwords (MicroSIP's /account: and /password:) ----
+    # -- accounts: switching and passwords (engine.accounts) ------------------------
 
     def switch_account(self, index: int) -> AccountSnapshot | None:
-        """Make ``[Account<index>]`` the registered account and save ``accountId``.
-
-        The old account un-REGISTERs, the new one REGISTERs; 0 keeps only the local one.
-        """
-        with self._lock:
-            if index != 0:
-                self.account_config(index)  # NotFoundError for a missing account
-            old = self.default_account()
-            self.config = self.config.set_account_id(index)
-            # MicroSIP's rules may map the saved value (0 without enableLocalAccount
-            # means account 1): follow what the configuration now says is active.
-            new = self.default_account()
-            if old != new:
-                self._drop_pending(old, f"switched to account {new}")
-            if old != 0 and old != new:
-                self._run(self._stack.remove_account, old)
-            if new == 0:
-                if not any(a.account == 0 for a in self.accounts()):
-                    return self._add_account(0, self.config.local_account)
-                return None
-            if old == new and any(a.account == new for a in self.accounts()):
-                return None  # already the registered account: nothing to redo
-            return self._add_account(new, self.account_config(new))
+        """Make ``[Account<index>]`` the registered account and save ``accountId``."""
+        return self._account_admin.switch(index)
 
     def save_password(self, index: int, password: str) -> None:
         """Store a plaintext password in ``[Account<index>]``; re-register if active."""
-        with self._lock:
-            self.config = self.config.save_password(index, password)
-            self._passwords.pop(index, None)
-            if index != 0 and index == self.default_account():
-                self._add_account(index, self.account_config(index))
+        self._account_admin.save_password(index, password)
 
     def override_password(self, password: str) -> None:
         """In-memory password for the active account (not saved); re-registers it."""
-        with self._lock:
-            index = self.default_account()
-            self._passwords[index] = password
-            if index != 0:
-                self._add_account(index, self.account_config(index))
+        self._account_admin.override_password(password)
 
     # -- state ------------------------------------------------------------------
 
@@ -611,36 +496,28 @@ class CallManager:
         return [str(t) for t in self._run(self._stack.transport_list)]
 
     def status(self) -> dict[str, Any]:
-        now = time.time()
-        assert self.limits is not None
-        # One trip to the SIP thread, not one per part: under many concurrent clients
-        # each trip waits for the GIL (measured in scripts/bench.py), and one
-        # snapshot keeps "capacity.calls" and "calls" consistent.
-        stack = self._stack
-        transports, calls, audio, tls_max, accounts = self._run(
-            lambda: (
-                stack.transport_list(),
-                stack.call_list(),
-                stack.mixer.state(),
-                stack.tls_max(),
-                stack.account_list(),
-            )
-        )
+        """The engine, its accounts, calls and capacity: the stack's part read in one
+        trip to the SIP thread (:mod:`engine._pj.snapshot`), so the reply agrees with
+        itself (``capacity.calls`` counts the ``calls`` it lists)."""
+        from ._pj.snapshot import take_snapshot
+
+        snap = self._run(take_snapshot, self._stack)
+        now = snap.taken_at
         return {
             "version": ENGINE_VERSION,
-            "pjsip": self.limits.pjsip_version,
+            "pjsip": snap.limits.pjsip_version,
             "uptime": round(now - self.started_at, 3),
-            "sip": [str(t) for t in transports],
+            "sip": [str(t) for t in snap.transports],
             "control": self.control,
             "history": str(self.history.path),
-            "capacity": {"max_calls": self.limits.max_calls, "calls": len(calls)},
+            "capacity": {"max_calls": snap.limits.max_calls, "calls": len(snap.calls)},
             "toggles": dataclasses.asdict(self.toggles),
-            "audio": audio,
-            "limits": {**self.limits.to_dict(), "tls_max": tls_max},
-            "accounts": [a.to_dict() for a in accounts],
+            "audio": snap.audio,
+            "limits": snap.limits.to_dict(),
+            "accounts": [a.to_dict() for a in snap.accounts],
             # What the configuration ignored or refused (e.g. an account without domain).
             "config_warnings": list(self.config.warnings),
-            "calls": [c.to_dict(now) for c in calls],
+            "calls": [c.to_dict(now) for c in snap.calls],
         }
 
     def _run(self, func: Callable[..., T], *args: Any) -> T:
@@ -701,11 +578,6 @@ def _system_ca_bundle() -> str:
         if os.path.exists(path):
             return path
     return ""
-
-
-def _file_safe(text: str) -> str:
-    """MicroSIP replaces these characters in recording file names."""
-    return "".join("_" if c in '/\\?%*:|"<>. ' else c for c in text) or "unknown"
 
 
 def _loggable(d: dict[str, Any]) -> dict[str, Any]:

@@ -299,6 +299,18 @@ def test_set_rejects_what_cannot_be_stored(section: str, key: str, value: str) -
     assert doc.to_bytes() == b"[S]\nk=1\n"
 
 
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("pa\x00ss", "a NUL character"), ("pa\nss", "line breaks"), ("pa\rss", "line breaks")],
+)
+def test_set_names_the_character_it_refuses(value: str, words: str) -> None:
+    doc = IniDocument.parse(b"[Account1]\npassword=1\n", "m.ini")
+    with pytest.raises(
+        ConfigError, match=f"\\[Account1\\] password: a value cannot contain {words}"
+    ):
+        doc.set("Account1", "password", value)
+
+
 def test_doc_repr_hides_content() -> None:
     doc = IniDocument.parse(b"[A]\npassword=hunter2\n", "m.ini")
     assert "hunter2" not in repr(doc)

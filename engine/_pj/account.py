@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import pjsua2 as pj
 import structlog
 
 from ..events import (
+    Event,
     IncomingCall,
     MessageReceived,
     MessageStatus,
@@ -21,12 +23,12 @@ from ..events import (
 from ..sipuri import header_value, split_name_addr, user_part
 from ..state import AccountSnapshot
 from .guard import callback
-from .inbound import check_invite
+from .inbound import Fault, check_invite
 from .status import PJSIP_EBUSY
 
 if TYPE_CHECKING:
     from ..config import AccountConfig
-    from .stack import PjStack
+    from .call import PjCall
 
 log = structlog.get_logger("engine.account")
 
@@ -112,12 +114,29 @@ def build_config(
     return cfg
 
 
+class AccountSink(Protocol):
+    """What an account's callbacks hand their owner (PjStack): events, registration
+    retries, and new inbound calls (adopted, then refused or decided on)."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def schedule(self, delay: float, func: Callable[[], None]) -> None: ...
+
+    def retry_registration(self, index: int, scheduled_by: object) -> None: ...
+
+    def adopt_incoming(self, pj_acc: PjAccount, call_id: int) -> PjCall: ...
+
+    def refuse(self, number: int, code: int, phrase: str = "", contact: str = "") -> None: ...
+
+    def incoming_call(self, call: PjCall, message: str, fault: Fault | None = None) -> None: ...
+
+
 class PjAccount(pj.Account):  # type: ignore[misc]
     """A pjsua2 account that reports registration, inbound calls and messages."""
 
-    def __init__(self, stack: PjStack, index: int, acc: AccountConfig, transport: str) -> None:
+    def __init__(self, sink: AccountSink, index: int, acc: AccountConfig, transport: str) -> None:
         super().__init__()
-        self.stack = stack
+        self.sink = sink
         self.index = index
         self.config = acc
         self.transport = transport
@@ -171,9 +190,9 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             self.setRegistration(True)
         except pj.Error as exc:
             if exc.status != PJSIP_EBUSY:  # busy: a REGISTER is already under way
-                self.stack.schedule(
+                self.sink.schedule(
                     RETRY_FIRST,
-                    functools.partial(self.stack.retry_registration, self.index, self),
+                    functools.partial(self.sink.retry_registration, self.index, self),
                 )
 
     def retire(self) -> None:
@@ -213,8 +232,8 @@ class PjAccount(pj.Account):  # type: ignore[misc]
             retry_in = min(RETRY_MAX, RETRY_FIRST * RETRY_FACTOR ** (self.reg.failures - 1))
             # By index, not a bound method: the timer must not keep this object alive
             # (see PjStack.remove_account) nor retry for an account replaced since.
-            self.stack.schedule(
-                retry_in, functools.partial(self.stack.retry_registration, self.index, self)
+            self.sink.schedule(
+                retry_in, functools.partial(self.sink.retry_registration, self.index, self)
             )
             if code == 0 or not reason:
                 reason = reason or "no response"
@@ -233,7 +252,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.reg = dataclasses.replace(
             self.reg, state=state, code=code, reason=reason, expires=expires
         )
-        self.stack.emit(
+        self.sink.emit(
             RegistrationChanged(
                 account=self.index,
                 uri=self.uri,
@@ -253,7 +272,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         self.setRegistration(True)
 
     def _emit_registering(self, reason: str) -> None:
-        self.stack.emit(
+        self.sink.emit(
             RegistrationChanged(
                 account=self.index, uri=self.uri, state=RegState.REGISTERING, code=0, reason=reason
             )
@@ -261,9 +280,9 @@ class PjAccount(pj.Account):  # type: ignore[misc]
 
     @callback
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        call = self.stack.adopt_incoming(self, int(prm.callId))
+        call = self.sink.adopt_incoming(self, int(prm.callId))
         if self.retired:  # switched away from: as if it no longer existed
-            self.stack.end_new_call(call.number, 480, "Temporarily Unavailable")
+            self.sink.refuse(call.number, 480, "Temporarily Unavailable")
             return
         whole = str(prm.rdata.wholeMsg)
         ci = call.getInfo()
@@ -271,7 +290,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
         pai = header_value(whole, "P-Asserted-Identity")
         if pai:
             call.remote_user = user_part(pai) or call.remote_user
-        self.stack.emit(
+        self.sink.emit(
             IncomingCall(
                 call=call.number,
                 sip_call_id=call.sip_call_id,
@@ -282,11 +301,11 @@ class PjAccount(pj.Account):  # type: ignore[misc]
                 to_uri=split_name_addr(str(ci.localUri))[1],
             )
         )
-        self.stack.decide_incoming(call, whole, check_invite(whole))
+        self.sink.incoming_call(call, whole, check_invite(whole))
 
     @callback
     def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
-        self.stack.emit(
+        self.sink.emit(
             MessageReceived(
                 account=self.index,
                 from_uri=split_name_addr(str(prm.fromUri))[1],
@@ -298,7 +317,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
 
     @callback
     def onInstantMessageStatus(self, prm: pj.OnInstantMessageStatusParam) -> None:
-        self.stack.emit(
+        self.sink.emit(
             MessageStatus(
                 account=self.index,
                 to_uri=split_name_addr(str(prm.toUri))[1],
@@ -311,7 +330,7 @@ class PjAccount(pj.Account):  # type: ignore[misc]
     def onMwiInfo(self, prm: pj.OnMwiInfoParam) -> None:
         body = str(prm.rdata.wholeMsg).split("\r\n\r\n", 1)[-1]
         waiting, new, old = parse_message_summary(body)
-        self.stack.emit(MessageWaiting(account=self.index, waiting=waiting, new=new, old=old))
+        self.sink.emit(MessageWaiting(account=self.index, waiting=waiting, new=new, old=old))
 
 
 def parse_message_summary(body: str) -> tuple[bool, int, int]:

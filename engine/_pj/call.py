@@ -7,7 +7,7 @@ everything that touches pjsua2 objects afterwards also runs on that thread.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pjsua2 as pj
 import structlog
@@ -17,6 +17,7 @@ from ..events import (
     CallState,
     CallStateName,
     DtmfReceived,
+    Event,
     MediaState,
     MediaStatus,
     MessageReceived,
@@ -27,9 +28,6 @@ from ..sipuri import split_name_addr, user_part
 from ..state import CallSnapshot
 from .guard import callback
 from .media import Media
-
-if TYPE_CHECKING:
-    from .stack import PjStack
 
 log = structlog.get_logger("engine.call")
 
@@ -58,12 +56,31 @@ _DIRS = {
 _DTMF_METHODS = {0: "rfc2833", 1: "info"}
 
 
+class CallSink(Protocol):
+    """What a call's callbacks hand their owner (PjStack): events, and the moments
+    the owner acts on (answered, ended, transferred) or must create a Call for."""
+
+    def next_call_number(self) -> int: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    def call_confirmed(self, call: PjCall) -> None: ...
+
+    def call_ended(self, call: PjCall) -> None: ...
+
+    def adopt_transfer(self, call: PjCall, target: str) -> PjCall: ...
+
+    def adopt_replacing(self, call: PjCall) -> PjCall: ...
+
+    def transfer_status(self, number: int, code: int, final: bool) -> None: ...
+
+
 class PjCall(pj.Call):  # type: ignore[misc]
     """A call and the players/recorders attached to it. Owned by :class:`PjStack`."""
 
     def __init__(
         self,
-        stack: PjStack,
+        owner: CallSink,
         account: int,
         pj_account: pj.Account,
         call_id: int,
@@ -74,11 +91,11 @@ class PjCall(pj.Call):  # type: ignore[misc]
             super().__init__(pj_account, call_id)
         else:
             super().__init__(pj_account)
-        self.stack = stack
+        self.sink: CallSink = owner
         # pjsua2 keeps a reference to the Account object (and asserts on it when a
         # REFER or Replaces creates a sibling call): keep that object alive with us.
         self.pj_account = pj_account
-        self.number = stack.next_call_number()
+        self.number = owner.next_call_number()
         self.account = account
         self.direction = direction
         self.media = media  # the audio plumbing: players, recorders, bridge links
@@ -104,9 +121,8 @@ class PjCall(pj.Call):  # type: ignore[misc]
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.tones: pj.ToneGenerator | None = None
-        #: DTMF groups to send after the answer (MicroSIP's ``123,456``) and the method.
+        #: DTMF groups to send after the answer (MicroSIP's ``123,456``).
         self.post_dial: tuple[str, ...] = ()
-        self.dtmf_method = 0
         self.started = inbound
         #: Our REFER (we transfer this call): its target, and whether it was answered.
         self.transfer_target = ""
@@ -168,14 +184,14 @@ class PjCall(pj.Call):  # type: ignore[misc]
         try:
             if self.state is CallStateName.CONFIRMED and self.answer_time is None:
                 self.answer_time = time.time()
-                self.stack.call_confirmed(self)
+                self.sink.call_confirmed(self)
             if self.state is CallStateName.DISCONNECTED:
                 # Release first: when the event is out, the recording WAV is complete.
-                self.stack.call_ended(self)
+                self.sink.call_ended(self)
         except Exception as exc:  # e.g. an unwritable recordingPath: report, go on
             log.error("call_state_action_failed", call=self.number, error=repr(exc))
         finally:
-            self.stack.emit(self.state_event())  # the state change is never lost
+            self.sink.emit(self.state_event())  # the state change is never lost
 
     @callback
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
@@ -195,7 +211,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 # pjsua calls back again for an unchanged stream (the codec-narrowing
                 # UPDATE after a multi-codec answer): one event per real change.
                 self._media_reported = (status, self.media_dir, codec)
-                self.stack.emit(
+                self.sink.emit(
                     MediaState(
                         call=self.number, status=status, direction=self.media_dir, codec=codec
                     )
@@ -212,16 +228,16 @@ class PjCall(pj.Call):  # type: ignore[misc]
     @callback
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         method = _DTMF_METHODS.get(int(prm.method), str(prm.method))
-        self.stack.emit(DtmfReceived(call=self.number, digit=str(prm.digit), method=method))
+        self.sink.emit(DtmfReceived(call=self.number, digit=str(prm.digit), method=method))
 
     @callback
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         """We are being transferred (REFER): accept and place the new call ourselves."""
         target = str(prm.dstUri)
-        new = self.stack.adopt_transfer(self, target)
+        new = self.sink.adopt_transfer(self, target)
         prm.newCall = new  # pjsua2 needs the Call object alive: the stack owns it
         prm.statusCode = 202
-        self.stack.emit(
+        self.sink.emit(
             TransferProgress(
                 call=self.number,
                 role=TransferRole.TRANSFEREE,
@@ -239,7 +255,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         attended transfer): pjsua answers it as a new call that takes this one's
         place. It needs a Call object of its own, else pjsua2 would point the new
         call at this object, which dies with the old call."""
-        prm.newCall = self.stack.adopt_replacing(self)
+        prm.newCall = self.sink.adopt_replacing(self)
 
     @callback
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
@@ -247,7 +263,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
         if not self.refer_answered and not final and code == 100:
             code = 202  # pjsua reports the far end's "202 Accepted" to our REFER as 100
         self.refer_answered = True
-        self.stack.emit(
+        self.sink.emit(
             TransferProgress(
                 call=self.number,
                 role=TransferRole.TRANSFEROR,
@@ -257,12 +273,11 @@ class PjCall(pj.Call):  # type: ignore[misc]
                 target=self.transfer_target,
             )
         )
-        if final and 200 <= code < 300:
-            self.stack.transfer_done(self.number)  # MicroSIP drops its leg once it worked
+        self.sink.transfer_status(self.number, code, final)
 
     @callback
     def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
-        self.stack.emit(
+        self.sink.emit(
             MessageReceived(
                 account=self.account,
                 from_uri=split_name_addr(str(prm.fromUri))[1],

@@ -49,24 +49,23 @@ def received_packets(call: PjCall) -> int | None:
     return None
 
 
-def start(stack: PjStack, call: PjCall) -> None:
-    """Watch ``call`` (just answered) if the timeout is on."""
-    if stack.media_timeout > 0:
-        call.rx_packets, call.rx_at = -1, time.monotonic()
-        stack.schedule(CHECK_EVERY, functools.partial(check, stack, call.number))
+def start(stack: PjStack, call: PjCall, timeout: float) -> None:
+    """Watch ``call`` (just answered): end it after ``timeout`` s without RTP."""
+    call.rx_packets, call.rx_at = -1, time.monotonic()
+    stack.schedule(CHECK_EVERY, functools.partial(check, stack, call.number, timeout))
 
 
-def check(stack: PjStack, number: int) -> None:
+def check(stack: PjStack, number: int, timeout: float) -> None:
     call = stack.calls.get(number)
-    if call is None or call.state is not CallStateName.CONFIRMED or stack.media_timeout <= 0:
+    if call is None or call.state is not CallStateName.CONFIRMED:
         return
     now = time.monotonic()
     packets = received_packets(call)
     if packets is None or packets != call.rx_packets:
         call.rx_packets, call.rx_at = (-1 if packets is None else packets), now
     silent = now - call.rx_at
-    if silent < stack.media_timeout:
-        stack.schedule(CHECK_EVERY, functools.partial(check, stack, number))
+    if silent < timeout:
+        stack.schedule(CHECK_EVERY, functools.partial(check, stack, number, timeout))
         return
     reason = f"media timeout: the far end sent no media for {silent:.0f} s"
     log.warning("media_timeout", call=number, seconds=round(silent, 1), detail=reason)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pjsua2 as pj
 import structlog
 
+from ..behaviour import MicroSipBehaviour, StackOps
 from ..errors import (
     CapacityError,
     EngineError,
@@ -32,12 +33,10 @@ from ..errors import (
 from ..events import (
     CallDirection,
     CallStateName,
-    DecisionAction,
     Event,
-    IncomingDecision,
 )
 from ..sipuri import split_name_addr, user_part
-from ..state import AccountSnapshot, CallSnapshot, Decision, Limits
+from ..state import AccountSnapshot, CallSnapshot, Limits
 from . import mediawatch
 from .account import PjAccount
 from .accounts import AccountTable
@@ -47,7 +46,6 @@ from .calls import CallTable
 from .endpoint import SipEndpoint
 from .guard import (
     MAX_HEADER,
-    MAX_URI,
     PJ_ETOOMANY,
     check_length,
     translate,
@@ -69,30 +67,22 @@ log = structlog.get_logger("engine.stack")
 
 T = TypeVar("T")
 
-ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
-
-
-IncomingPolicy = Callable[[CallSnapshot, str], Decision]
-
-
-def _ring(_call: CallSnapshot, _msg: str) -> Decision:
-    return Decision()
-
 
 class PjStack:
     """Owns the endpoint, transports, accounts and calls on the SIP thread."""
 
-    def __init__(self, settings: StackSettings, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        settings: StackSettings,
+        emit: Callable[[Event], None],
+        behaviour: Callable[[StackOps], MicroSipBehaviour] = MicroSipBehaviour,
+    ) -> None:
         self.thread = SipThread(StackLoop(self))
         self.settings = settings
         self._emit = emit
-        self.incoming_policy: IncomingPolicy = _ring
-        #: ``autoHangUpTime``: hang up answered calls after this many seconds (0 = never).
-        self.auto_hangup_time = 0.0
-        #: ``[Engine] mediaTimeout``: end a call whose far end sent no RTP this long (0 = off).
-        self.media_timeout = 0.0
-        #: ``autoRecording``: returns the WAV path for a just-answered call, or None.
-        self.auto_record: Callable[[CallSnapshot], str | None] | None = None
+        #: MicroSIP's call handling; it acts on calls through this stack (StackOps),
+        #: hence built from a factory given the stack (default: ring every call).
+        self.behaviour = behaviour(self)
         self._call_numbers = itertools.count(1)
         # Owned by the pjsua2 thread only:
         self.endpoint: SipEndpoint | None = None
@@ -161,9 +151,10 @@ class PjStack:
         uri: str,
         headers: dict[str, str],
         post_dial: tuple[str, ...] = (),
-        dtmf_method: int = 0,
-        hide_cid: str = "",
+        local_uri: str = "",
     ) -> CallSnapshot:
+        """Place a call; ``local_uri`` replaces the account's From ("" keeps it: see
+        :func:`engine.behaviour.caller_id`)."""
         assert self.endpoint is not None and self.limits is not None
         check_length("the dial target", uri)
         if not uri.lower().startswith(("sip:", "sips:", "tel:")):
@@ -171,17 +162,14 @@ class PjStack:
         for name, value in headers.items():
             check_length("a header name", name, MAX_HEADER)
             check_length(f"the {name[:40]} header", value, MAX_HEADER)
-        active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
-        if len(active) >= self.limits.max_calls:
+        if self.live_calls() >= self.limits.max_calls:
             raise CapacityError(
                 f"too many calls: this pjsua2 build allows {self.limits.max_calls} at once"
             )
         pj_acc = self.account(account)
         prm = pj.CallOpParam(True)
-        if hide_cid in ("1", "hard"):  # MicroSIP: anonymous From, and Privacy: id too
-            prm.txOption.localUri = ANONYMOUS
-        if hide_cid:  # any non-empty value asks the network to hide us
-            headers = {"Privacy": "id", **headers}
+        if local_uri:
+            prm.txOption.localUri = local_uri
         for name, value in headers.items():
             hdr = pj.SipHeader()
             hdr.hName, hdr.hValue = name, value
@@ -204,7 +192,7 @@ class PjStack:
             self.start_throttle.started(time.monotonic())
             self.claim_slot(call)
             call.started = True
-            call.post_dial, call.dtmf_method = post_dial, dtmf_method
+            call.post_dial = post_dial
             call.refresh_identity(call.getInfo())
             self.calls[call.number] = call
             return call.snapshot()
@@ -228,57 +216,39 @@ class PjStack:
     def claim_slot(self, call: PjCall) -> None:
         self.call_table.claim_slot(call)
 
-    def decide_incoming(self, call: PjCall, message: str, fault: Fault | None = None) -> None:
+    def incoming_call(self, call: PjCall, message: str, fault: Fault | None = None) -> None:
+        """A new inbound call, adopted and announced: MicroSIP's behaviour decides."""
+        self.behaviour.incoming(call.snapshot(), message, fault)
+
+    # -- what the behaviour may do (StackOps) --------------------------------------
+
+    def call_snapshot(self, number: int) -> CallSnapshot | None:
+        call = self.calls.get(number)
+        return None if call is None else call.snapshot()
+
+    def live_calls(self) -> int:
+        return sum(c.state is not CallStateName.DISCONNECTED for c in self.calls.values())
+
+    def call_capacity(self) -> int:
         assert self.limits is not None
-        active = [c for c in self.calls.values() if c.state is not CallStateName.DISCONNECTED]
-        if fault is not None:
-            why = f"malformed INVITE: {fault.phrase}"
-            decision = Decision(DecisionAction.REJECT, fault.code, why, phrase=fault.phrase)
-        elif len(active) > self.limits.max_calls:
-            decision = Decision(DecisionAction.REJECT, 486, "over the engine's call capacity")
-        else:
-            try:
-                decision = self.incoming_policy(call.snapshot(), message)
-            except Exception as exc:
-                log.error("incoming_policy_failed", error=repr(exc))
-                decision = Decision()
-        self.emit(
-            IncomingDecision(
-                call=call.number,
-                action=decision.action,
-                code=decision.code,
-                reason=decision.reason,
-                delay=decision.delay,
-                target=decision.contact,
-            )
-        )
-        self.apply_decision(call, decision)
+        return self.limits.max_calls
 
-    def apply_decision(self, call: PjCall, decision: Decision) -> None:
-        if decision.delay > 0:
-            now = dataclasses.replace(decision, delay=0)
-            self.answer(call.number, 180)
-            self.schedule(decision.delay, functools.partial(self._apply_later, call.number, now))
-            return
-        if decision.action in (DecisionAction.RING, DecisionAction.ANSWER):
-            self.answer(call.number, 180 if decision.action == DecisionAction.RING else 200)
-        else:
-            forward = decision.action == DecisionAction.FORWARD
-            code, phrase = decision.code, decision.phrase
-            if forward and len(decision.contact) > MAX_URI:  # never into pjsua2
-                log.error("forwarding_target_too_long", call=call.number)
-                forward, code, phrase = False, 480, "Temporarily Unavailable"
-            headers = (("Contact", f"<{decision.contact}>"),) if forward else ()
-            self.end_new_call(call.number, code, phrase, headers)
+    def watch_media(self, number: int, timeout: float) -> None:
+        call = self.calls.get(number)
+        if call is not None:
+            mediawatch.start(self, call, timeout)
 
-    def end_new_call(
-        self, number: int, code: int, phrase: str = "", headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        """Send a final response (>= 300) to a call not yet answered - later, never
-        now: this may run inside ``onIncomingCall``, and pjsua2 cannot survive a call
-        ending there (see :mod:`engine._pj.inbound`). The release gate spaces the
-        ends out; a call waiting for its turn keeps its slot, so pjsua answers
-        further INVITEs 486 itself, before creating media for them."""
+    def refuse(self, number: int, code: int, phrase: str = "", contact: str = "") -> None:
+        """Send a final response (>= 300) to a call not yet answered, with ``contact``
+        as its Contact (a 3xx) - later, never now: this may run inside
+        ``onIncomingCall``, and pjsua2 cannot survive a call ending there (see
+        :mod:`engine._pj.inbound`). The release gate spaces the ends out; a call
+        waiting for its turn keeps its slot, so pjsua answers further INVITEs 486
+        itself, before creating media for them. A ``contact`` too long for pjsua2
+        raises InvalidTargetError, and nothing is sent."""
+        if contact:
+            check_length("the forwarding target", contact)  # never into pjsua2
+        headers = (("Contact", f"<{contact}>"),) if contact else ()
         wait = self.release_gate.reserve(time.monotonic())
         end = functools.partial(self._end_new_call, number, code, phrase, headers)
         self.schedule(wait, end)
@@ -300,11 +270,6 @@ class PjStack:
             hdr.hName, hdr.hValue = name, value
             prm.txOption.headers.append(hdr)
         call.answer(prm)
-
-    def _apply_later(self, number: int, decision: Decision) -> None:
-        call = self.calls.get(number)
-        if call is not None and call.state in (CallStateName.INCOMING, CallStateName.EARLY):
-            self.apply_decision(call, decision)
 
     def answer(self, number: int, code: int = 200) -> CallSnapshot:
         call = self.call(number)
@@ -338,46 +303,19 @@ class PjStack:
         call.hangup(prm)
 
     def call_confirmed(self, call: PjCall) -> None:
-        """MicroSIP's per-answer actions: post-dial DTMF, autoHangUpTime, autoRecording."""
-        if call.post_dial:
-            self.start_post_dial(call)
-        if self.auto_hangup_time > 0:
-            self.schedule(self.auto_hangup_time, functools.partial(self._auto_hangup, call.number))
-        mediawatch.start(self, call)
-        if self.auto_record is not None and call.recorder is None:
-            path = self.auto_record(call.snapshot())
-            if path:
-                self.record(call.number, path)
-
-    def _auto_hangup(self, number: int) -> None:
-        call = self.calls.get(number)
-        if call is not None and call.state is CallStateName.CONFIRMED:
-            log.info("auto_hangup", call=number, after=self.auto_hangup_time)
-            self.hangup(number, reason=f"autoHangUpTime: hung up after {self.auto_hangup_time:g} s")
-
-    def start_post_dial(self, call: PjCall) -> None:
-        """MicroSIP's timing: the first group 1 s after the answer, each next one
-        1000 + 200 x len(previous group) ms later (docs/microsip.md#post-dial-dtmf)."""
-        delay = 1.0
-        for group in call.post_dial:
-            if group:
-                self.schedule(delay, functools.partial(self._post_dial, call.number, group))
-            delay += 1.0 + 0.2 * len(group)
-
-    def _post_dial(self, number: int, digits: str) -> None:
-        call = self.calls.get(number)
-        if call is None or call.state is not CallStateName.CONFIRMED:
-            return
-        try:
-            send_dtmf(call, digits, call.dtmf_method)
-        except (pj.Error, EngineError) as exc:
-            # Nobody waits for post-dial digits (``microsip 602,1234`` has exited):
-            # the failure must be seen in the log, not lost in a timer.
-            error = translate("post-dial DTMF", exc) if isinstance(exc, pj.Error) else exc
-            log.warning("post_dial_dtmf_failed", call=number, digits=digits, error=error.message)
+        """Just answered: MicroSIP's per-answer actions (see MicroSipBehaviour)."""
+        self.behaviour.call_confirmed(
+            call.snapshot(), call.post_dial, recording=call.recorder is not None
+        )
 
     def send_dtmf(self, number: int, digits: str, method: int) -> str:
-        return send_dtmf(self.call(number), digits, method)
+        # pjsua2's refusal as SipError: the post-dial timer reports it by that type.
+        failure: SipError | None = None
+        try:
+            return send_dtmf(self.call(number), digits, method)
+        except pj.Error as exc:
+            failure = translate("DTMF", exc)
+        raise failure  # outside the except block: no pj.Error chained (see make_call)
 
     def hold(self, number: int, hold: bool | None) -> bool:
         """Hold (True), resume (False) or toggle (None); returns the new held state."""
@@ -413,10 +351,8 @@ class PjStack:
         new.remote_user = user_part(new.remote_uri)
         return self.call_table.adopt(new)
 
-    def transfer_done(self, number: int) -> None:
-        call = self.calls.get(number)
-        if call is not None and call.state is not CallStateName.DISCONNECTED:
-            self.hangup(number, reason="transferred")
+    def transfer_status(self, number: int, code: int, final: bool) -> None:
+        self.behaviour.transfer_status(number, code, final)
 
     def send_message(self, account: int, uri: str, text: str) -> None:
         check_length("the message target", uri)

@@ -8,16 +8,23 @@ here, so no option of ours can shadow a MicroSIP argument.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import EngineError
+
+if TYPE_CHECKING:
+    from ..assembly import Channels, Shutdown
+    from ..config import Config
+    from ..control.instance import InstanceLock
+    from ..logs import LogFile
+    from ..manager import CallManager
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -26,14 +33,65 @@ def _serve(args: argparse.Namespace) -> int:
     from .lean import defer_import, release_free_memory
 
     defer_import("asyncio")  # structlog imports it; the service never uses it
+    from ..assembly import Engine
+    from ..manager import CallManager
+
+    setup = _setup(args)
+    if isinstance(setup, int):
+        return setup
+    config, log = setup.config, setup.log
+    manager = CallManager(
+        config, bind_address=args.bind, sip_port=args.sip_port, control=setup.channels.control
+    )
+    engine = Engine(manager, setup.channels, setup.chores.shutdown)
+    try:
+        limits = engine.start()
+    except EngineError as exc:  # the parts already started are stopped
+        log.error("start_failed", error=exc.message, code=exc.code)
+        return 1
+    release_free_memory()
+    watchdog = _service_ready(manager, setup.channels.control)
+    log.info(
+        "ready",
+        sip=manager.sip_addresses(),
+        accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
+        control=setup.channels.control,
+        tcp_control=f"{engine.tcp.host}:{engine.tcp.port}" if engine.tcp else None,
+        max_calls=limits.max_calls,
+        pjsua2=f"{limits.pjsip_version} ({limits.build})",
+        tls_max=limits.tls_max or None,
+        config=str(config.path) if config.path else "embedded default",
+    )
+    log.info("try_next", **_next_steps(args, manager))
+    setup.chores.watch(manager)
+    reason = engine.wait(setup.chores, every=TRIM_EVERY / 2)
+    log.info("stopping", reason=reason)
+    _service_stopping(watchdog)
+    engine.stop(reason)
+    log.info("stopped")
+    return 0
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What ``serve`` settles before the engine exists."""
+
+    config: Config
+    log: Any
+    chores: _Chores
+    channels: Channels
+    instance: InstanceLock  # held for the life of the process
+
+
+def _setup(args: argparse.Namespace) -> _Setup | int:
+    """The configuration, logging, signal handlers, control socket and instance
+    lock; an exit code when one of them fails (2: configuration, 1: in use)."""
     import structlog
 
-    from ..commandset import build_registry
+    from ..assembly import Channels, Shutdown
     from ..config import load_config
-    from ..control import ControlServer
     from ..control.instance import InstanceLock
     from ..control.locate import locate
-    from ..manager import CallManager
 
     try:
         config = load_config(args.config)
@@ -46,14 +104,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"microsip-engine: cannot open --log-file: {exc}", file=sys.stderr)
         return 2
     log = structlog.get_logger("engine")
-    hangup = threading.Event()
-    if log_file is not None:  # logrotate moves the file, then sends SIGHUP
-        signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    chores = _Chores(Shutdown(), log_file, log)
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         control = locate(args.control, args.config).path
     except EngineError as exc:
@@ -65,68 +118,49 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         log.error("start_failed", error=exc.message, code=exc.code)
         return 1
-    manager = CallManager(config, bind_address=args.bind, sip_port=args.sip_port, control=control)
-    tcp_address = args.tcp_control or config.engine.tcp_control
-    server = tcp = None
-    registry = build_registry(manager)
-    try:
-        limits = manager.start()
-        idle_timeout = float(config.engine.control_idle_timeout)
-        server = ControlServer(registry, manager.bus, control, idle_timeout=idle_timeout)
-        server.start()
-        if tcp_address:  # off by default; token-protected (docs/control-protocol.md)
-            from ..control.tcp import TcpControlServer, default_token_path
-
-            token = args.tcp_control_token or config.engine.tcp_control_token
-            tcp = TcpControlServer(
-                registry,
-                manager.bus,
-                tcp_address,
-                token or default_token_path(control),
-                idle_timeout=idle_timeout,
-            )
-            tcp.start()
-    except EngineError as exc:
-        log.error("start_failed", error=exc.message, code=exc.code)
-        if server is not None:
-            server.close()
-        registry.close()
-        manager.stop("start failed")
-        return 1
-    release_free_memory()
-    watchdog = _service_ready(manager, control)
-    log.info(
-        "ready",
-        sip=manager.sip_addresses(),
-        accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
-        control=control,
-        tcp_control=f"{tcp.host}:{tcp.port}" if tcp else None,
-        max_calls=limits.max_calls,
-        pjsua2=f"{limits.pjsip_version} ({limits.build})",
-        tls_max=limits.tls_max or None,
-        config=str(config.path) if config.path else "embedded default",
+    channels = Channels(
+        control,
+        idle_timeout=float(config.engine.control_idle_timeout),
+        tcp_address=args.tcp_control or config.engine.tcp_control,
+        tcp_token=args.tcp_control_token or config.engine.tcp_control_token,
     )
-    log.info("try_next", **_next_steps(args, manager))
-    trimmed = time.monotonic()
-    while not stop.wait(0.2) and not manager.exit_requested.is_set():
-        trimmed = _trim_when_idle(manager, trimmed)
-        if hangup.is_set() and log_file is not None:
+    return _Setup(config, log, chores, channels, instance)
+
+
+class _Chores:
+    """What the main thread of ``serve`` does besides waiting: reopen the log file
+    after SIGHUP (logrotate moved it), and give the heap back while no call is up.
+    Installs the signal handlers: SIGTERM and SIGINT stop the engine."""
+
+    def __init__(self, shutdown: Shutdown, log_file: LogFile | None, log: Any) -> None:
+        self.shutdown = shutdown
+        self.log_file = log_file
+        self.log = log
+        self.manager: CallManager | None = None
+        self.trimmed = 0.0
+        self.hangup = False
+        if log_file is not None:
+            signal.signal(signal.SIGHUP, self._on_hangup)
+        signal.signal(signal.SIGTERM, lambda *_: shutdown.request("signal"))
+        signal.signal(signal.SIGINT, lambda *_: shutdown.request("signal"))
+
+    def watch(self, manager: CallManager) -> None:
+        """The engine runs: from now on, trim while ``manager`` has no call."""
+        self.manager = manager
+        self.trimmed = time.monotonic()
+
+    def _on_hangup(self, *_: object) -> None:
+        self.hangup = True
+        self.shutdown.nudge()
+
+    def __call__(self) -> None:
+        if self.hangup and self.log_file is not None:
             # Here, not in the handler: it could interrupt this thread mid-write.
-            hangup.clear()
-            log_file.request_reopen()
-            log.info("log_reopened", path=log_file.path)
-    reason = "exit command" if manager.exit_requested.is_set() else "signal"
-    log.info("stopping", reason=reason)
-    _service_stopping(watchdog)
-    # Queued WM_COPYDATA lines: the running one finishes on a live engine, the
-    # others are dropped (logged), and a new one is refused as 'stopped'.
-    registry.close()
-    manager.stop(reason)
-    server.close()
-    if tcp is not None:
-        tcp.close()
-    log.info("stopped")
-    return 0
+            self.hangup = False
+            self.log_file.request_reopen()
+            self.log.info("log_reopened", path=self.log_file.path)
+        if self.manager is not None:
+            self.trimmed = _trim_when_idle(self.manager, self.trimmed)
 
 
 #: Seconds between heap trims while no call is up.

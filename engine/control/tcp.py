@@ -38,6 +38,8 @@ import structlog
 from ..bus import EventBus
 from ..commands import CommandRegistry
 from ..errors import EngineError
+from .connection import _Connection, _Idle
+from .protocol import _error
 from .server import (
     EVICT_GRACE,
     IDLE_TIMEOUT,
@@ -45,9 +47,6 @@ from .server import (
     MAX_EVENT_BACKLOG,
     MAX_LINE,
     StreamServer,
-    _Connection,
-    _error,
-    _Idle,
 )
 
 __all__ = [
