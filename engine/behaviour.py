@@ -19,13 +19,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from .errors import EngineError, InvalidTargetError, SipError
 from .events import CallStateName, DecisionAction, Event, IncomingDecision
 from .state import CallSnapshot, Decision
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # The logger these lines always had (they were written from the stack before).
 log = structlog.get_logger("engine.stack")
@@ -91,6 +94,14 @@ class BehaviourSettings:
     media_timeout: float = 0.0
     #: ``DTMFMethod`` (0 auto, 1 in-band, 2 RFC 2833, 3 SIP INFO) for post-dial digits.
     dtmf_method: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> BehaviourSettings:
+        return cls(
+            auto_hangup_time=float(config.settings.auto_hang_up_time),
+            media_timeout=float(config.engine.media_timeout),
+            dtmf_method=config.settings.dtmf_method,
+        )
 
 
 def _ring(_call: CallSnapshot, _msg: str) -> Decision:

@@ -75,18 +75,15 @@ class CallManager:
         self.control = control
         self._lock = threading.RLock()
         self._started = False
-        behaviour = functools.partial(
-            MicroSipBehaviour,
-            settings=BehaviourSettings(
-                auto_hangup_time=float(config.settings.auto_hang_up_time),
-                media_timeout=float(config.engine.media_timeout),
-                dtmf_method=config.settings.dtmf_method,
-            ),
-            policy=self._decide,
-            auto_record=self._auto_record_path,
-        )
         self._stack = PjStack(
-            _stack_settings(config, bind_address, sip_port), self._publish, behaviour
+            _stack_settings(config, bind_address, sip_port),
+            self._publish,
+            functools.partial(
+                MicroSipBehaviour,
+                settings=BehaviourSettings.from_config(config),
+                policy=self._decide,
+                auto_record=self._auto_record_path,
+            ),
         )
         self.toggles = Toggles.from_settings(config.settings)
         self.limits: Limits | None = None
@@ -105,27 +102,32 @@ class CallManager:
             set_levels=lambda **c: self._run(lambda: self._stack.mixer.set_levels(**c)),
             state=lambda: self._run(self._stack.mixer.state),
         )
+        #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
+        self.exit_requested = threading.Event()
+        self.history, self.hooks = self._handlers(config)
+
+    def _handlers(self, config: Config) -> tuple[CallHistory, HookRunner]:
+        """The handlers every engine has: history, hooks, milestone log, deferred dials."""
         # Call history is written on the SIP thread *before* an event is published,
         # so an ended call is committed before anyone hears it ended (kill -9 safe).
-        self.history = CallHistory(
+        history = CallHistory(
             default_history_path(config.engine),
             max_rows=config.engine.history_rows,
         )
-        self.hooks = HookRunner(
+        hooks = HookRunner(
             lambda: self.config.settings,
             self._publish,
             timeout=float(config.engine.hook_timeout),
             account_provider=self._account_or_none,
         )
-        self.bus.subscribe(self.hooks)
+        self.bus.subscribe(hooks)
         self.bus.subscribe(MilestoneLog())
-        #: Set by the ``exit`` command (MicroSIP's ``/exit``); the service loop stops us.
-        self.exit_requested = threading.Event()
         self.bus.subscribe(
             CallbackHandler(
                 "deferred-dial", self._deferred.on_event, events=frozenset({EventType.REGISTRATION})
             )
         )
+        return history, hooks
 
     # -- lifecycle --------------------------------------------------------------
 
