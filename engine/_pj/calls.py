@@ -10,13 +10,15 @@ alive (the orphans). Runs on the SIP thread only.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+import pjsua2 as pj
 import structlog
 
-from ..errors import EngineError, NotFoundError
+from ..errors import EngineError, InvalidTargetError, NotFoundError
 from ..state import CallSnapshot
+from .guard import MAX_HEADER, check_length
 
 if TYPE_CHECKING:
     from .call import PjCall
@@ -98,3 +100,36 @@ class CallTable:
         for orphan in self._orphans:
             orphan.thisown = False
         self._graveyard.clear()
+
+
+def dial_param(uri: str, headers: dict[str, str], local_uri: str) -> pj.CallOpParam:
+    """An INVITE's parameters; every string from the user is checked first (one too
+    long for pjsua2 could abort the interpreter). ``local_uri`` "" keeps the From."""
+    check_length("the dial target", uri)
+    if not uri.lower().startswith(("sip:", "sips:", "tel:")):
+        raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
+    for name, value in headers.items():
+        check_length("a header name", name, MAX_HEADER)
+        check_length(f"the {name[:40]} header", value, MAX_HEADER)
+    prm = pj.CallOpParam(True)
+    if local_uri:
+        prm.txOption.localUri = local_uri
+    _add_headers(prm, headers.items())
+    return prm
+
+
+def final_param(code: int, phrase: str, headers: Iterable[tuple[str, str]]) -> pj.CallOpParam:
+    """A final response to an unanswered call (headers such as a 3xx's Contact)."""
+    prm = pj.CallOpParam(True)
+    prm.statusCode = code
+    if phrase:
+        prm.reason = phrase
+    _add_headers(prm, headers)
+    return prm
+
+
+def _add_headers(prm: pj.CallOpParam, headers: Iterable[tuple[str, str]]) -> None:
+    for name, value in headers:
+        hdr = pj.SipHeader()
+        hdr.hName, hdr.hValue = name, value
+        prm.txOption.headers.append(hdr)

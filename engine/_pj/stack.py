@@ -41,11 +41,10 @@ from . import mediawatch
 from .account import PjAccount
 from .accounts import AccountTable
 from .call import PjCall
-from .callops import Messenger, send_dtmf, set_hold, transfer
-from .calls import CallTable
+from .callops import Messenger, send_dtmf, set_hold, transfer, transfer_with_replaces
+from .calls import CallTable, dial_param, final_param
 from .endpoint import SipEndpoint
 from .guard import (
-    MAX_HEADER,
     PJ_ETOOMANY,
     check_length,
     translate,
@@ -156,24 +155,12 @@ class PjStack:
         """Place a call; ``local_uri`` replaces the account's From ("" keeps it: see
         :func:`engine.behaviour.caller_id`)."""
         assert self.endpoint is not None and self.limits is not None
-        check_length("the dial target", uri)
-        if not uri.lower().startswith(("sip:", "sips:", "tel:")):
-            raise InvalidTargetError(f"not a SIP URI: {uri[:80]!r}")
-        for name, value in headers.items():
-            check_length("a header name", name, MAX_HEADER)
-            check_length(f"the {name[:40]} header", value, MAX_HEADER)
+        prm = dial_param(uri, headers, local_uri)
         if self.live_calls() >= self.limits.max_calls:
             raise CapacityError(
                 f"too many calls: this pjsua2 build allows {self.limits.max_calls} at once"
             )
         pj_acc = self.account(account)
-        prm = pj.CallOpParam(True)
-        if local_uri:
-            prm.txOption.localUri = local_uri
-        for name, value in headers.items():
-            hdr = pj.SipHeader()
-            hdr.hName, hdr.hValue = name, value
-            prm.txOption.headers.append(hdr)
         failure: SipError | None = None
         for attempt in range(3):
             call = PjCall(self, account, pj_acc, -1, CallDirection.OUT, self.media)
@@ -261,15 +248,7 @@ class PjStack:
             return  # cancelled or ended meanwhile
         # Through answer(), not hangup(): pjsua's path for refusing an unanswered
         # call, and the only one where headers such as Contact (3xx) stand.
-        prm = pj.CallOpParam(True)
-        prm.statusCode = code
-        if phrase:
-            prm.reason = phrase
-        for name, value in headers:
-            hdr = pj.SipHeader()
-            hdr.hName, hdr.hValue = name, value
-            prm.txOption.headers.append(hdr)
-        call.answer(prm)
+        call.answer(final_param(code, phrase, headers))
 
     def answer(self, number: int, code: int = 200) -> CallSnapshot:
         call = self.call(number)
@@ -330,12 +309,7 @@ class PjStack:
 
     def transfer_attended(self, number: int, to_number: int) -> None:
         """REFER ``number``'s party to ``to_number``'s, with Replaces (both ours)."""
-        call, other = self.call(number), self.call(to_number)
-        for c in (call, other):
-            if c.state is not CallStateName.CONFIRMED:
-                raise EngineError(f"call {c.number} is not answered", code="invalid_state")
-        call.xferReplaces(other, pj.CallOpParam(True))
-        call.transfer_target, call.refer_answered = other.remote_uri, False
+        transfer_with_replaces(self.call(number), self.call(to_number))
 
     def adopt_replacing(self, call: PjCall) -> PjCall:
         """The Call object for an inbound INVITE/Replaces that takes over ``call``."""
