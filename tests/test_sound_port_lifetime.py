@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent(
     for _ in range(cycles):
         stack = PjStack(settings, lambda _event: None)
         stack.start()
-        opened = stack.run(lambda: stack.device_port is not None)
+        opened = stack.run(lambda: stack.media.device_port is not None)
         stack.stop()
         print("cycle:", "opened" if opened else "fallback", flush=True)
     print("cycle: survived", flush=True)

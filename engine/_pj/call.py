@@ -7,7 +7,7 @@ everything that touches pjsua2 objects afterwards also runs on that thread.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import pjsua2 as pj
 import structlog
@@ -27,11 +27,7 @@ from ..events import (
 from ..sipuri import split_name_addr, user_part
 from ..state import CallSnapshot
 from .guard import callback
-
-if TYPE_CHECKING:
-    from .endpoint import SipEndpoint
-    from .mixer import Mixer
-    from .sound import DevicePort
+from .media import Media
 
 log = structlog.get_logger("engine.call")
 
@@ -58,8 +54,6 @@ _DIRS = {
     pj.PJMEDIA_DIR_ENCODING_DECODING: "sendrecv",
 }
 _DTMF_METHODS = {0: "rfc2833", 1: "info"}
-#: Media states with an audio stream to attach to (held calls keep theirs).
-_STREAMING = (MediaStatus.ACTIVE, MediaStatus.REMOTE_HOLD, MediaStatus.LOCAL_HOLD)
 
 
 class CallSink(Protocol):
@@ -81,49 +75,30 @@ class CallSink(Protocol):
     def transfer_status(self, number: int, code: int, final: bool) -> None: ...
 
 
-class MediaOwner(Protocol):
-    """What the media methods below use of the owner, until they move to a media
-    object of their own (issue 11)."""
-
-    @property
-    def endpoint(self) -> SipEndpoint | None: ...
-
-    @property
-    def device_port(self) -> DevicePort | None: ...
-
-    @property
-    def mixer(self) -> Mixer: ...
-
-    def recording_closed(self, number: int, path: str) -> None: ...
-
-
-class CallOwner(CallSink, MediaOwner, Protocol):
-    """Both: what PjStack gives each call."""
-
-
 class PjCall(pj.Call):  # type: ignore[misc]
     """A call and the players/recorders attached to it. Owned by :class:`PjStack`."""
 
     def __init__(
         self,
-        owner: CallOwner,
+        owner: CallSink,
         account: int,
         pj_account: pj.Account,
         call_id: int,
         direction: CallDirection,
+        media: Media,
     ) -> None:
         if call_id >= 0:
             super().__init__(pj_account, call_id)
         else:
             super().__init__(pj_account)
         self.sink: CallSink = owner
-        self.stack: MediaOwner = owner
         # pjsua2 keeps a reference to the Account object (and asserts on it when a
         # REFER or Replaces creates a sibling call): keep that object alive with us.
         self.pj_account = pj_account
         self.number = owner.next_call_number()
         self.account = account
         self.direction = direction
+        self.media = media  # the audio plumbing: players, recorders, bridge links
         self.sip_call_id = ""
         self.remote_uri = ""
         self.remote_user = ""
@@ -312,90 +287,16 @@ class PjCall(pj.Call):  # type: ignore[misc]
             )
         )
 
-    # -- media ----------------------------------------------------------------
+    # -- media (the plumbing is Media's) ----------------------------------------
 
     def audio_media(self) -> pj.AudioMedia | None:
         """The active audio stream, or None (never call getAudioMedia blindly)."""
-        if not self.started or self.media_status not in _STREAMING:
-            return None
-        ci = self.getInfo()
-        media = ci.media
-        for index in range(len(media)):
-            if media[index].type == pj.PJMEDIA_TYPE_AUDIO and media[index].status in (
-                pj.PJSUA_CALL_MEDIA_ACTIVE,
-                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
-                pj.PJSUA_CALL_MEDIA_LOCAL_HOLD,
-            ):
-                return self.getAudioMedia(index)
-        return None
+        return self.media.audio_media(self)
 
     def connect_audio(self, index: int) -> None:
         """(Re)connect the bridge: a media update may bring a new conference slot."""
-        am = self.getAudioMedia(index)
-        assert self.stack.endpoint is not None
-        adm = self.stack.endpoint.audDevManager()
-        adm.getCaptureDevMedia().startTransmit(am)
-        am.startTransmit(adm.getPlaybackDevMedia())
-        device = self.stack.device_port
-        if device is not None:  # real microphone and speaker (sounddevice)
-            device.startTransmit(am)
-            am.startTransmit(device)
-        self.stack.mixer.relink(self)
-        if self.player is not None:
-            self.player.startTransmit(am)
-        if self.recorder is not None:
-            am.startTransmit(self.recorder)
-            if self.player is not None:
-                self.player.startTransmit(self.recorder)
-
-    def play(self, path: str, loop: bool) -> None:
-        self.stop_playing()
-        player = pj.AudioMediaPlayer()
-        player.createPlayer(path, 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
-        self.player = player
-        self.stack.mixer.apply_to_player(self)
-        am = self.audio_media()
-        if am is not None:
-            player.startTransmit(am)
-            if self.recorder is not None:
-                player.startTransmit(self.recorder)
-
-    def stop_playing(self) -> None:
-        self.player = None  # the C++ destructor disconnects it, on this thread
-
-    def record(self, path: str) -> None:
-        self.stop_recording()
-        recorder = pj.AudioMediaRecorder()
-        recorder.createRecorder(path)
-        self.recorder = recorder
-        self.recording_path = path
-        # Our side (the microphone) always feeds the recorder: besides being half of
-        # the conversation, it keeps the WAV on wall-clock time while the call's own
-        # stream is away (on hold the bridge sends no frames and the WAV would skip).
-        assert self.stack.endpoint is not None
-        self.stack.endpoint.audDevManager().getCaptureDevMedia().startTransmit(recorder)
-        if self.stack.device_port is not None:
-            self.stack.device_port.startTransmit(recorder)
-        am = self.audio_media()
-        if am is not None:
-            am.startTransmit(recorder)
-            if self.player is not None:
-                self.player.startTransmit(recorder)
-
-    def stop_recording(self) -> None:
-        if self.recorder is None:
-            return
-        # Destroying the recorder finalises the WAV, asynchronously: pjmedia's
-        # bridge removes the port on its clock thread. The stack reports when done.
-        self.recorder = None
-        if self.recording_path:
-            self.stack.recording_closed(self.number, self.recording_path)
+        self.media.connect(self, index)
 
     @property
     def local_hold(self) -> bool:
         return self.media_status is MediaStatus.LOCAL_HOLD
-
-    def release_media(self) -> None:
-        self.stop_playing()
-        self.stop_recording()
-        self.tones = None

@@ -95,6 +95,15 @@ def transfer(call: PjCall, uri: str) -> None:
     call.transfer_target, call.refer_answered = uri, False
 
 
+def transfer_with_replaces(call: PjCall, other: PjCall) -> None:
+    """REFER ``call``'s party to ``other``'s, with Replaces (an attended transfer)."""
+    for c in (call, other):
+        if c.state is not CallStateName.CONFIRMED:
+            raise EngineError(f"call {c.number} is not answered", code="invalid_state")
+    call.xferReplaces(other, pj.CallOpParam(True))
+    call.transfer_target, call.refer_answered = other.remote_uri, False
+
+
 class Messenger:
     """SIP MESSAGE outside a call: pjsua2 sends them through (non-subscribing) buddies."""
 

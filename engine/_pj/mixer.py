@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import pjsua2 as pj
 
@@ -17,17 +18,29 @@ from ..errors import EngineError
 
 if TYPE_CHECKING:
     from .call import PjCall
-    from .stack import PjStack
+    from .media import Media
 
 #: MicroSIP's volumes are 0..100 with 100 = unchanged; the bridge takes a factor.
 MAX_VOLUME = 100
 
 
+class CallLookup(Protocol):
+    """The calls the mixer links (the stack's table)."""
+
+    @property
+    def calls(self) -> Mapping[int, PjCall]: ...
+
+    def call(self, number: int) -> PjCall:
+        """A started call, else NotFoundError/EngineError."""
+        ...
+
+
 class Mixer:
     """Levels and conference links, owned by the pjsua2 thread."""
 
-    def __init__(self, stack: PjStack) -> None:
-        self.stack = stack
+    def __init__(self, media: Media, calls: CallLookup) -> None:
+        self.media = media
+        self._calls = calls
         self.mic_volume = MAX_VOLUME
         self.speaker_volume = MAX_VOLUME
         self.mic_muted = False
@@ -79,14 +92,14 @@ class Mixer:
         of a headless engine, so they follow the microphone level too. Levels are
         not set on the calls' own ports: that would also cut conference partners off.
         """
-        assert self.stack.endpoint is not None
-        device = self.stack.endpoint.audDevManager().getCaptureDevMedia()
+        device = self.media.null_device()
         device.adjustTxLevel(self.effective_mic())
         device.adjustRxLevel(self.effective_speaker())
-        if self.stack.device_port is not None:  # real devices: the same two levels
-            self.stack.device_port.adjustTxLevel(self.effective_mic())
-            self.stack.device_port.adjustRxLevel(self.effective_speaker())
-        for call in list(self.stack.calls.values()):
+        port = self.media.device_port
+        if port is not None:  # real devices: the same two levels
+            port.adjustTxLevel(self.effective_mic())
+            port.adjustRxLevel(self.effective_speaker())
+        for call in list(self._calls.calls.values()):
             self.apply_to_player(call)
 
     def apply_to_player(self, call: PjCall) -> None:
@@ -98,7 +111,7 @@ class Mixer:
     def merge(self, numbers: list[int]) -> list[int]:
         """Everyone in ``numbers`` (and anyone already conferenced) hears everyone."""
         for number in numbers:
-            if self.stack.call(number).audio_media() is None:
+            if self.media.audio_media(self._calls.call(number)) is None:
                 raise EngineError(f"call {number} has no active audio", code="invalid_state")
         self.conference.update(numbers)
         self._link_all()
@@ -125,10 +138,10 @@ class Mixer:
             self._link(a, b, on=True)
 
     def _link(self, a: int, b: int, *, on: bool) -> None:
-        src, dst = self.stack.calls.get(a), self.stack.calls.get(b)
+        src, dst = self._calls.calls.get(a), self._calls.calls.get(b)
         if src is None or dst is None:
             return
-        am_src, am_dst = src.audio_media(), dst.audio_media()
+        am_src, am_dst = self.media.audio_media(src), self.media.audio_media(dst)
         if am_src is None or am_dst is None:
             return
         with contextlib.suppress(pj.Error):

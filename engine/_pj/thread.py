@@ -6,9 +6,9 @@ call :meth:`SipThread.run`, which queues a function and wakes the loop by sendin
 a CRLF keep-alive (which PJSIP silently ignores) to our own UDP transport, so an
 idle engine can poll slowly without making commands wait.
 
-:class:`SipThread` knows nothing of SIP; :class:`~engine._pj.stack.PjStack`
-fills in ``_create``, ``_poll_ms``, ``_handle_events``, ``_after_events``,
-``_shutdown`` and ``_destroy``.
+:class:`SipThread` knows nothing of SIP: the SIP side is a :class:`LoopSide`
+given at construction (:class:`~engine._pj.lifecycle.StackLoop` in the engine), so
+the thread is used, not inherited, and tests can drive it with a stand-in.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pjsua2 as pj
 import structlog
@@ -38,10 +38,33 @@ T = TypeVar("T")
 _ONE_PER_PROCESS = threading.Lock()
 
 
+class LoopSide(Protocol):
+    """What the SIP layer does on the thread, in the order the thread calls it."""
+
+    def start_up(self) -> None:
+        """Create the endpoint (first thing on the thread); raising aborts the start."""
+
+    def poll_ms(self) -> int:
+        """How long the next poll may block when no timer is due sooner."""
+
+    def handle_events(self, ms: int) -> None:
+        """One poll: hand pjsua2 up to ``ms`` milliseconds to process SIP and timers."""
+
+    def after_events(self) -> None:
+        """Runs after every poll, once commands and timers ran."""
+
+    def shut_down(self) -> None:
+        """The loop has ended: say goodbye, then :meth:`tear_down`."""
+
+    def tear_down(self) -> None:
+        """Drop every pjsua2 object and the library (also after a failed start)."""
+
+
 class SipThread:
     """Runs the pjsua2 loop on a thread of its own and marshals work onto it."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: LoopSide) -> None:
+        self._side = side
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
@@ -57,27 +80,9 @@ class SipThread:
         # user did not ask for.
         self._wake_sock: socket.socket | None = None
         self._wake_lock = threading.Lock()
-        self._wake_addr: tuple[str, int] | None = None
-
-    # -- what the SIP layer provides -------------------------------------------------
-
-    def _create(self) -> None:
-        raise NotImplementedError
-
-    def _poll_ms(self) -> int:
-        raise NotImplementedError
-
-    def _handle_events(self, ms: int) -> None:
-        raise NotImplementedError
-
-    def _after_events(self) -> None:
-        """Runs on the thread after every poll, once commands and timers ran."""
-
-    def _shutdown(self) -> None:
-        raise NotImplementedError
-
-    def _destroy(self) -> None:
-        raise NotImplementedError
+        #: Our own UDP transport, set by the SIP side once bound: commands wake the
+        #: poll by a keep-alive sent there (None: no wake-up, so poll briskly).
+        self.wake_addr: tuple[str, int] | None = None
 
     # -- the thread --------------------------------------------------------------
 
@@ -119,14 +124,14 @@ class SipThread:
             del fut  # the future holds the exception, the exception this frame: no cycle
 
     def _wake(self) -> None:
-        if self._wake_addr is None:
+        if self.wake_addr is None:
             return
         with self._wake_lock, contextlib.suppress(OSError):
             if self._wake_sock is None:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.bind((self._wake_addr[0], 0))
+                sock.bind((self.wake_addr[0], 0))
                 self._wake_sock = sock
-            self._wake_sock.sendto(b"\r\n\r\n", self._wake_addr)
+            self._wake_sock.sendto(b"\r\n\r\n", self.wake_addr)
 
     def schedule(self, delay: float, func: Callable[[], None]) -> None:
         """Run ``func`` on the pjsua2 thread after ``delay`` seconds (pjsua2 thread only)."""
@@ -134,11 +139,11 @@ class SipThread:
 
     def _main(self) -> None:
         try:
-            self._create()
+            self._side.start_up()
         except BaseException as exc:
             error = translate("start", exc) if isinstance(exc, pj.Error) else exc
             self._start_error = detached(error)
-            self._destroy()
+            self._side.tear_down()
             self._ready.set()
             self._stopped.set()
             _ONE_PER_PROCESS.release()
@@ -147,17 +152,17 @@ class SipThread:
         try:
             self._loop()
         finally:
-            self._shutdown()
+            self._side.shut_down()
             self._stopped.set()
             _ONE_PER_PROCESS.release()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            poll = self._poll_ms()
+            poll = self._side.poll_ms()
             if self._timers:
                 until = (self._timers[0][0] - time.monotonic()) * 1000
                 poll = max(0, min(poll, int(until) + 1))
-            self._handle_events(poll)
+            self._side.handle_events(poll)
             self._drain()
 
     def _drain(self) -> None:
@@ -183,7 +188,11 @@ class SipThread:
                 log.error("timer_failed", error=translate("timer", exc).message)
             except Exception as exc:
                 log.error("timer_failed", error=repr(exc))
-        self._after_events()
+        self._side.after_events()
+
+    def clear_timers(self) -> None:
+        """Forget every timer (shutdown: they may hold pjsua2 objects)."""
+        self._timers.clear()
 
     def fail_pending_commands(self) -> None:
         """Commands queued but never run: their callers get a clear error."""
