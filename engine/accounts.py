@@ -30,8 +30,9 @@ class AccountAdmin:
 
     ``lock`` is the engine's: the configuration it replaces is the engine's too.
     ``add`` creates or re-creates an account (index, config, password); ``remove``
-    un-REGISTERs and deletes one; ``drop_dials`` drops the dials waiting for an
-    account switched away from.
+    un-REGISTERs and retires one (pjsua keeps it: deleting one can abort the
+    process, see :meth:`engine._pj.stack.PjStack.remove_account`); ``drop_dials``
+    drops the dials waiting for an account switched away from.
     """
 
     def __init__(

@@ -501,7 +501,7 @@ class CallManager:
         """The engine, its accounts, calls and capacity: the stack's part read in one
         trip to the SIP thread (:mod:`engine._pj.snapshot`), so the reply agrees with
         itself (``capacity.calls`` counts the ``calls`` it lists)."""
-        from ._pj.snapshot import take_snapshot
+        from ._pj import take_snapshot
 
         snap = self._run(take_snapshot, self._stack)
         now = snap.taken_at

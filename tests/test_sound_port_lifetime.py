@@ -41,6 +41,7 @@ SCRIPT = textwrap.dedent(
 
     from engine._pj import sound
     from engine._pj.stack import PjStack, StackSettings
+    from engine.behaviour import MicroSipBehaviour
 
     close = sound.SoundDevices.close
 
@@ -57,7 +58,7 @@ SCRIPT = textwrap.dedent(
         audio_input_device=mic, audio_output_device="Fake Speaker",
     )
     for _ in range(cycles):
-        stack = PjStack(settings, lambda _event: None)
+        stack = PjStack(settings, lambda _event: None, MicroSipBehaviour)
         stack.start()
         opened = stack.run(lambda: stack.media.device_port is not None)
         stack.stop()

@@ -6,7 +6,8 @@ tears down in the order pjsua2 needs. Swap in another pjsua2 build by installing
 it in place of the wheel: nothing outside this package depends on which one runs.
 """
 
+from .snapshot import take_snapshot
 from .stack import PjStack, StackSettings
 from .transports import TransportInfo
 
-__all__ = ["PjStack", "StackSettings", "TransportInfo"]
+__all__ = ["PjStack", "StackSettings", "TransportInfo", "take_snapshot"]

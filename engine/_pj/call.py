@@ -68,6 +68,8 @@ class CallSink(Protocol):
 
     def call_ended(self, call: PjCall) -> None: ...
 
+    def claim_slot(self, call: PjCall) -> None: ...
+
     def adopt_transfer(self, call: PjCall, target: str) -> PjCall: ...
 
     def adopt_replacing(self, call: PjCall) -> PjCall: ...
@@ -80,7 +82,7 @@ class PjCall(pj.Call):  # type: ignore[misc]
 
     def __init__(
         self,
-        owner: CallSink,
+        sink: CallSink,
         account: int,
         pj_account: pj.Account,
         call_id: int,
@@ -91,11 +93,11 @@ class PjCall(pj.Call):  # type: ignore[misc]
             super().__init__(pj_account, call_id)
         else:
             super().__init__(pj_account)
-        self.sink: CallSink = owner
+        self.sink = sink
         # pjsua2 keeps a reference to the Account object (and asserts on it when a
         # REFER or Replaces creates a sibling call): keep that object alive with us.
         self.pj_account = pj_account
-        self.number = owner.next_call_number()
+        self.number = sink.next_call_number()
         self.account = account
         self.direction = direction
         self.media = media  # the audio plumbing: players, recorders, bridge links
@@ -173,6 +175,10 @@ class PjCall(pj.Call):  # type: ignore[misc]
 
     @callback
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        if not self.started:
+            # pjsua placed this call itself (a transfer's, a Replaces): its slot may
+            # be one an ended call still waiting in the graveyard names (see claim_slot).
+            self.sink.claim_slot(self)
         self.started = True  # a callback means pjsua owns a live call behind this object
         ci = self.getInfo()
         self.refresh_identity(ci)

@@ -117,7 +117,8 @@ class Media:
 
     def connect(self, call: PjCall, index: int) -> None:
         """(Re)connect the call's stream ``index``: a media update may bring a new slot."""
-        assert self.endpoint is not None
+        if self.endpoint is None:
+            return  # closed: pjsua may still report a call's media during libDestroy
         am = call.getAudioMedia(index)
         adm = self.endpoint.audDevManager()
         adm.getCaptureDevMedia().startTransmit(am)

@@ -18,12 +18,11 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pjsua2 as pj
 import structlog
 
-from ..behaviour import MicroSipBehaviour, StackOps
 from ..errors import (
     CapacityError,
     EngineError,
@@ -67,6 +66,19 @@ log = structlog.get_logger("engine.stack")
 T = TypeVar("T")
 
 
+class CallBehaviour(Protocol):
+    """What the stack tells the behaviour above it (:mod:`engine.behaviour`): the
+    moments MicroSIP acts on. Given as a factory, so the layer imports no policy."""
+
+    def incoming(self, call: CallSnapshot, message: str, fault: Fault | None = None) -> None: ...
+
+    def call_confirmed(
+        self, call: CallSnapshot, post_dial: tuple[str, ...] = (), recording: bool = False
+    ) -> None: ...
+
+    def transfer_status(self, number: int, code: int, final: bool) -> None: ...
+
+
 class PjStack:
     """Owns the endpoint, transports, accounts and calls on the SIP thread."""
 
@@ -74,13 +86,13 @@ class PjStack:
         self,
         settings: StackSettings,
         emit: Callable[[Event], None],
-        behaviour: Callable[[StackOps], MicroSipBehaviour] = MicroSipBehaviour,
+        behaviour: Callable[[PjStack], CallBehaviour],
     ) -> None:
         self.thread = SipThread(StackLoop(self))
         self.settings = settings
         self._emit = emit
-        #: MicroSIP's call handling; it acts on calls through this stack (StackOps),
-        #: hence built from a factory given the stack (default: ring every call).
+        #: MicroSIP's call handling; it acts on calls through this stack (the
+        #: behaviour's StackOps), hence built from a factory given the stack.
         self.behaviour = behaviour(self)
         self._call_numbers = itertools.count(1)
         # Owned by the pjsua2 thread only:
@@ -201,6 +213,8 @@ class PjStack:
         return call
 
     def claim_slot(self, call: PjCall) -> None:
+        """See :meth:`CallTable.claim_slot` (also a :class:`CallSink` duty: calls
+        pjsua places itself claim their slot on their first callback)."""
         self.call_table.claim_slot(call)
 
     def incoming_call(self, call: PjCall, message: str, fault: Fault | None = None) -> None:

@@ -1,6 +1,6 @@
 """Endpoint start-up: what pjsua2 is told before and after ``libStart``.
 
-The steps are the stack's (:meth:`~engine._pj.stack.PjStack.start_up`, which keeps
+The steps are the stack's (:meth:`~engine._pj.lifecycle.StackLoop.start_up`, which keeps
 every object they create referenced so a failed start can still be torn down);
 the settings they turn into pjsua2 configuration live here.
 """

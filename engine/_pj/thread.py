@@ -211,7 +211,9 @@ class SipThread:
                 yield n, fut
 
     def stop(self, timeout: float = 2.5) -> None:
-        """Hang up, un-REGISTER, destroy. Safe to call twice and from any thread."""
+        """End the loop: the side's ``shut_down`` and ``tear_down`` run on this thread
+        (for the stack: hang up, un-REGISTER, destroy). Safe to call twice and from
+        any thread."""
         if self._thread is None:
             return
         self._stop.set()

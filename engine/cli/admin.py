@@ -49,25 +49,28 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:  # the parts already started are stopped
         log.error("start_failed", error=exc.message, code=exc.code)
         return 1
-    release_free_memory()
-    watchdog = _service_ready(manager, setup.channels.control)
-    log.info(
-        "ready",
-        sip=manager.sip_addresses(),
-        accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
-        control=setup.channels.control,
-        tcp_control=f"{engine.tcp.host}:{engine.tcp.port}" if engine.tcp else None,
-        max_calls=limits.max_calls,
-        pjsua2=f"{limits.pjsip_version} ({limits.build})",
-        tls_max=limits.tls_max or None,
-        config=str(config.path) if config.path else "embedded default",
-    )
-    log.info("try_next", **_next_steps(args, manager))
-    setup.chores.watch(manager)
-    reason = engine.wait(setup.chores, every=TRIM_EVERY / 2)
-    log.info("stopping", reason=reason)
-    _service_stopping(watchdog)
-    engine.stop(reason)
+    reason = "error"  # what stops the engine if anything below raises
+    try:
+        release_free_memory()
+        watchdog = _service_ready(manager, setup.channels.control)
+        log.info(
+            "ready",
+            sip=manager.sip_addresses(),
+            accounts=[f"{a.account}:{a.uri}" for a in manager.accounts()],
+            control=setup.channels.control,
+            tcp_control=f"{engine.tcp.host}:{engine.tcp.port}" if engine.tcp else None,
+            max_calls=limits.max_calls,
+            pjsua2=f"{limits.pjsip_version} ({limits.build})",
+            tls_max=limits.tls_max or None,
+            config=str(config.path) if config.path else "embedded default",
+        )
+        log.info("try_next", **_next_steps(args, manager))
+        setup.chores.watch(manager)
+        reason = engine.wait(setup.chores, every=TRIM_EVERY / 2)
+        log.info("stopping", reason=reason)
+        _service_stopping(watchdog)
+    finally:
+        engine.stop(reason)
     log.info("stopped")
     return 0
 
