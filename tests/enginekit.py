@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,11 @@ class ServeProcess:
     _stream: Any = None
     _events: EventLog | None = None
 
-    def __init__(self, tmp: Path, ini: str | None, *extra: str) -> None:
+    def __init__(
+        self, tmp: Path, ini: str | None, *extra: str, launcher: Sequence[str] = ("-m", "engine")
+    ) -> None:
+        """``launcher``: what the interpreter runs instead of ``-m engine`` (a script
+        that patches the engine first, then runs its ``main``)."""
         import os
         import subprocess
         import sys
@@ -149,7 +153,7 @@ class ServeProcess:
         self.tmp = tmp
         self.control = str(tmp / "ctl" / "control.sock")
         self.log_path = tmp / "serve.log"
-        argv = [sys.executable, "-m", "engine", "serve", "--bind", "127.0.0.1"]
+        argv = [sys.executable, *launcher, "serve", "--bind", "127.0.0.1"]
         argv += ["--sip-port", "0", "--control", self.control, "--log-format", "json", *extra]
         if ini is not None:
             argv += ["--config", str(write_ini(tmp / "serve.ini", ini))]

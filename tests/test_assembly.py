@@ -233,3 +233,36 @@ def test_serve_exits_at_once_on_the_exit_command(tmp_path: Path) -> None:
     assert names.index("ready") < names.index("stopping") < names.index("stopped")
     stopping = next(e for e in proc.log_entries() if e.get("event") == "stopping")
     assert stopping["reason"] == "exit command"
+
+
+FAILING_WAIT = """\
+import os, sys, time
+from engine import assembly
+from engine.cli.admin import main
+
+FLAG = sys.argv.pop(1)
+
+def wait(self, *args, **kwargs):  # the service's wait fails once the flag file exists
+    while not os.path.exists(FLAG):
+        time.sleep(0.02)
+    raise RuntimeError("the wait failed")
+
+assembly.Engine.wait = wait
+sys.exit(main())
+"""
+
+
+def test_serve_stops_the_engine_when_its_wait_fails(tmp_path: Path) -> None:
+    """Whatever goes wrong in the service's loop, the engine is still stopped (calls
+    hung up, accounts un-REGISTERed, pjsua2 destroyed in order): the stream sees
+    ``engine_stopping``, and the error is not swallowed."""
+    script = tmp_path / "failing_wait.py"
+    script.write_text(FAILING_WAIT)
+    flag = tmp_path / "fail-now"
+    with ServeProcess(tmp_path, BASE_INI, launcher=(str(script), str(flag))) as proc:
+        events = proc.events  # subscribed before the failure
+        flag.touch()
+        stopping = events.wait_for("engine_stopping", timeout=10)
+        assert stopping["reason"] == "error"
+        assert proc.proc.wait(10) != 0
+    assert "the wait failed" in proc.log_path.read_text()
