@@ -34,6 +34,10 @@ from engine.events import (
 )
 from engine.state import CallSnapshot, Decision
 
+# The behaviour logs at info (auto_hangup): captured as in a fresh process, whatever
+# level an earlier in-process engine left structlog filtering at.
+pytestmark = pytest.mark.usefixtures("unconfigured_structlog")
+
 MAX_CONTACT = 512  # what the layer refuses to send (engine._pj.guard.MAX_URI)
 
 

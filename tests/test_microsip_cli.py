@@ -673,6 +673,10 @@ def test_cold_start_by_dialling_then_exit_then_cold_start_again(
 # ---------------------------------------------------------------- microsip-engine status / events
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_engine_status_json_and_events_stream(
     engine: Callable[..., Engine], sipp_factory: SippFactory
 ) -> None:
@@ -680,6 +684,9 @@ def test_engine_status_json_and_events_stream(
     events = subprocess.Popen(
         [str(MICROSIP_ENGINE), "events"],
         env=e.cli.env,
+        # Ctrl-C as in a terminal: a suite run in the background (a shell without
+        # job control) would otherwise hand the child an ignored SIGINT.
+        preexec_fn=_default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
