@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 
 from . import logs
-from .accounts import AccountAdmin
+from .accountadmin import AccountAdmin
 from .behaviour import BehaviourSettings, MicroSipBehaviour, caller_id, dtmf_method
 from .bus import CallbackHandler, EventBus, Handler
 from .callwait import wait_for_state
@@ -55,7 +55,7 @@ class CallManager:
 
     Longer than 300 lines as the public facade: one short method per engine command
     (the command table, the CLI and the tests call them by name). The logic lives in
-    its components: :mod:`engine.deferred`, :mod:`engine.accounts`,
+    its components: :mod:`engine.deferred`, :mod:`engine.accountadmin`,
     :mod:`engine.levels` and :mod:`engine.recordings`.
     """
 
@@ -469,7 +469,7 @@ class CallManager:
         """MicroSIP's micup/micdown/speakup/speakdown: VOLUME_STEP per click."""
         return self._levels.step(device, step)
 
-    # -- accounts: switching and passwords (engine.accounts) ------------------------
+    # -- accounts: switching and passwords (engine.accountadmin) --------------------
 
     def switch_account(self, index: int) -> AccountSnapshot | None:
         """Make ``[Account<index>]`` the registered account and save ``accountId``."""
