@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,24 @@ def test_without_root_it_says_so_in_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ASTERISK_BACKEND": "chroot"}
     argv = [str(SCRIPT), "up"]
     if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    done = run(argv, env)
+        # The checkout may sit where nobody cannot read (a private mktemp -d): the
+        # unprivileged user runs a copy of the script from a directory open to all.
+        # It reads interop/asterisk beside its scripts/: both are copied.
+        public = Path(tempfile.mkdtemp(prefix="asterisk-script-"))
+        public.chmod(0o755)
+        checkout = SCRIPT.parent.parent
+        shutil.copytree(checkout / "interop" / "asterisk", public / "interop" / "asterisk")
+        (public / "scripts").mkdir()
+        copy = public / "scripts" / SCRIPT.name
+        shutil.copy2(SCRIPT, copy)
+        for path in [public, *public.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() or path == copy else 0o644)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(copy), "up"]
+    try:
+        done = run(argv, env)
+    finally:
+        if os.geteuid() == 0:
+            shutil.rmtree(public)
     assert done.returncode != 0
     assert done.stdout == "" and done.stderr.count("\n") == 1, done
     assert "needs root" in done.stderr, done
